@@ -1,0 +1,5 @@
+"""Placeholder: being written."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,115 @@
+"""Scoped reads of the daily usage rollup into Polars frames.
+
+Every function takes ``orgs``, the set of orgs the caller may see; an empty set reads nothing.
+Filters and group-by columns come from whitelists (metering.domain), values are bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import date
+
+import polars as pl
+import sqlalchemy as sa
+
+from metering.domain import (
+    DAY, DIMENSIONS, ELIGIBLE, EVENTS, QUANTITY_MICROS, RETRY, STATUS, USAGE_SCHEMA,
+)
+from queries.schema import usage_daily
+
+_FILTER_COLUMNS = ("project", "environment", "api_key", "workload", "meter", "channel")
+
+
+class UnscopedQuery(ValueError):
+    """Raised when a read is attempted without an org scope."""
+
+
+def _scoped_where(orgs, start, end, filters):
+    if orgs is None or isinstance(orgs, str):
+        raise UnscopedQuery("every read needs the collection of orgs the caller may see")
+    t = usage_daily.c
+    where = [t.org.in_(sorted(set(orgs)))]
+    if start is not None:
+        where.append(t.day >= start)
+    if end is not None:
+        where.append(t.day <= end)
+    for col, values in (filters or {}).items():
+        if col not in _FILTER_COLUMNS:
+            raise ValueError(f"unknown filter column {col!r}")
+        if values:
+            where.append(getattr(t, col).in_(sorted(set(values))))
+    return where
+
+
+def usage_select(
+    orgs: Collection[str],
+    start: date | None,
+    end: date | None,
+    filters: dict[str, Sequence[str]] | None = None,
+    group_by: Sequence[str] | None = None,
+) -> sa.Select:
+    """Build the SELECT (pure; bound parameters only)."""
+    where = _scoped_where(orgs, start, end, filters)
+    t = usage_daily.c
+    if group_by is None:
+        cols = [getattr(t, c) for c in USAGE_SCHEMA]
+        return sa.select(*cols).where(*where)
+    keys = ["org", *[g for g in group_by if g != "org"]]
+    for g in keys:
+        if g not in (*DIMENSIONS, "org", STATUS, RETRY, ELIGIBLE):
+            raise ValueError(f"unknown group-by column {g!r}")
+    key_cols = [getattr(t, g) for g in keys]
+    return (
+        sa.select(
+            *key_cols,
+            sa.func.sum(t.quantity_micros).label(QUANTITY_MICROS),
+            sa.func.sum(t.events).label(EVENTS),
+        )
+        .where(*where)
+        .group_by(*key_cols)
+    )
+
+
+def load_usage(
+    engine: sa.Engine,
+    orgs: Collection[str],
+    start: date | None = None,
+    end: date | None = None,
+    filters: dict[str, Sequence[str]] | None = None,
+    group_by: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Rollup rows (or a pushed-down aggregate) for the orgs and days [start, end]."""
+    stmt = usage_select(orgs, start, end, filters, group_by)
+    with engine.connect() as conn:
+        result = conn.execute(stmt)
+        names = list(result.keys())
+        rows = result.fetchall()
+    schema = {n: USAGE_SCHEMA[n] for n in names}
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    df = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+    return _coerce(df, schema)
+
+
+def _coerce(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    exprs = []
+    for name, dtype in schema.items():
+        col = pl.col(name)
+        if dtype == pl.Date() and df.schema[name] == pl.String():
+            col = col.str.to_date("%Y-%m-%d")
+        exprs.append(col.cast(dtype).alias(name))
+    return df.select(exprs).sort([c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
+
+
+def usage_bounds(engine: sa.Engine, orgs: Collection[str]) -> tuple[date | None, date | None]:
+    """First and last day with usage for the orgs."""
+    where = _scoped_where(orgs, None, None, None)
+    t = usage_daily.c
+    with engine.connect() as conn:
+        lo, hi = conn.execute(sa.select(sa.func.min(t.day), sa.func.max(t.day)).where(*where)).one()
+    if isinstance(lo, str):
+        lo, hi = date.fromisoformat(lo), date.fromisoformat(hi)
+    return lo, hi
+
+
+__all__ = ["DAY", "UnscopedQuery", "load_usage", "usage_bounds", "usage_select"]
