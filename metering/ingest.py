@@ -1,5 +1,582 @@
-"""Placeholder: being written."""
+"""Usage-event ingestion: read event files, validate every DOMAIN.md rule, dedupe, store.
+
+Owns the `ingest FILE...` command, ``parse_events`` (CSV, JSON Lines, Parquet, by extension),
+``ingest_frame`` and ``ingest_files``. Validation is vectorised in Polars: every field is read
+as text first, so one bad value rejects only its own row, with a reason naming the field and
+the value. Storage (one transaction per file, idempotent on (org, event_id)) is in
+``queries.store``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from metering.domain import (
+    API_KEY,
+    CHANNEL,
+    CHANNELS,
+    ENVIRONMENT,
+    ENVIRONMENTS,
+    METER,
+    METER_NAMES,
+    ORG,
+    PROJECT,
+    QUANTITY_MICROS,
+    QUANTITY_SCALE,
+    STATUS,
+    STATUSES,
+    WORKLOAD,
+)
+from metering.periods import utcnow
+
+EVENT_ID = "event_id"
+OCCURRED_AT = "occurred_at"
+QUANTITY = "quantity"
+ATTEMPT = "attempt"
+LINE_NUMBER = "line_number"
+RAW = "raw"
+REASON = "reason"
+
+REQUIRED_FIELDS = (EVENT_ID, OCCURRED_AT, ORG, PROJECT, ENVIRONMENT, API_KEY, METER, WORKLOAD, CHANNEL)
+DEFAULTS = {QUANTITY: "1", STATUS: "success", ATTEMPT: "1"}
+EVENT_FIELDS = (*REQUIRED_FIELDS, QUANTITY, STATUS, ATTEMPT)
+
+MAX_ID_CHARS = 128
+MAX_QUANTITY_INT_DIGITS = 12  # quantity < 10**12: a single event bigger than that is a data error
+MAX_ATTEMPT_DIGITS = 9
+PROGRESS_MIN_ROWS = 100_000
+
+GOOD_SCHEMA: dict[str, pl.DataType] = {
+    LINE_NUMBER: pl.Int64(),
+    EVENT_ID: pl.String(),
+    OCCURRED_AT: pl.Datetime("us", "UTC"),
+    ORG: pl.String(),
+    PROJECT: pl.String(),
+    ENVIRONMENT: pl.String(),
+    API_KEY: pl.String(),
+    METER: pl.String(),
+    WORKLOAD: pl.String(),
+    CHANNEL: pl.String(),
+    QUANTITY_MICROS: pl.Int64(),
+    STATUS: pl.String(),
+    ATTEMPT: pl.Int32(),
+}
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    LINE_NUMBER: pl.Int64(),
+    ORG: pl.String(),
+    RAW: pl.String(),
+    REASON: pl.String(),
+}
+
+EXIT_OK = 0
+EXIT_UNREADABLE = 2
+EXIT_SOME_REJECTED = 3
+
+
+class UnreadableInput(Exception):
+    """The file as a whole cannot be read (missing, unknown extension, corrupt, bad header)."""
+
+
+@dataclass(frozen=True)
+class ParsedEvents:
+    """``good``: valid rows (GOOD_SCHEMA, file order, duplicates still in).
+    ``rejected``: one row per rejected line (REJECTED_SCHEMA)."""
+
+    good: pl.DataFrame
+    rejected: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: int
+    run_id: int
+    source: str = ""
+    rows_read: int = 0
+    first_reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def parse_events(path: str | Path) -> ParsedEvents:
+    """Read and validate one event file, chosen by extension: .csv, .jsonl/.ndjson, .parquet.
+
+    Line numbers of rejected rows: CSV counts physical lines with the header as line 1, so the
+    first data row is line 2 (a quoted value spanning several lines shifts later numbers);
+    JSON Lines counts physical lines from 1 (blank lines are skipped but counted); Parquet
+    counts rows from 1. Blank CSV rows and blank JSON lines are ignored, not rejected.
+
+    Raises UnreadableInput when the file as a whole cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UnreadableInput(f"{path}: no such file")
+    if not path.is_file():
+        raise UnreadableInput(f"{path}: not a regular file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        text = _read_csv_text(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        text = _read_jsonl_text(path)
+    elif suffix == ".parquet":
+        try:
+            df = pl.read_parquet(path)
+        except Exception as exc:  # polars raises several error types for corrupt files
+            raise UnreadableInput(f"{path}: not a readable Parquet file ({_first_line(exc)})") from exc
+        text = _frame_as_text(df, str(path))
+    else:
+        raise UnreadableInput(
+            f"{path}: unknown file type {suffix or '(no extension)'!r}; "
+            "expected .csv, .jsonl, .ndjson or .parquet"
+        )
+    return validate_text(text)
+
+
+def events_from_frame(events: pl.DataFrame, source: str = "frame") -> ParsedEvents:
+    """Validate an in-memory frame in the event-file schema (string or typed columns).
+
+    Typed columns are accepted: occurred_at as a time-zone-aware Datetime (a naive one is
+    rejected like a naive timestamp), quantity as integer/Decimal/string, attempt as integer.
+    Line numbers count rows from 1.
+    """
+    return validate_text(_frame_as_text(events, source))
+
+
+def ingest_frame(
+    engine, events: pl.DataFrame, source: str, *, now: datetime | None = None,
+    run_by: str | None = None,
+) -> IngestResult:
+    """Validate and store a frame of events as one ingest run (one transaction)."""
+    try:
+        parsed = events_from_frame(events, source)
+    except UnreadableInput:
+        raise
+    return _store(engine, parsed, source, now=now, run_by=run_by, rows_read=events.height)
+
+
+def ingest_files(
+    engine, paths: Iterable[str | Path], *, progress: bool = False, now: datetime | None = None,
+    run_by: str | None = None,
+) -> list[IngestResult]:
+    """Ingest each file as its own run and transaction. Raises UnreadableInput on the first
+    unreadable file (files before it stay committed; nothing of that file is written)."""
+    results = []
+    for p in paths:
+        parsed = parse_events(p)
+        rows = parsed.good.height + parsed.rejected.height
+        results.append(
+            _store(engine, parsed, str(p), now=now, run_by=run_by, rows_read=rows, progress=progress)
+        )
+    return results
+
+
+def validate_text(text: pl.DataFrame) -> ParsedEvents:
+    """Validate a frame of text columns (``line_number``, the event fields, optional ``raw``).
+
+    A field column may be absent (every row then misses that field). Values are trimmed;
+    an empty value counts as missing. Returns good rows typed per GOOD_SCHEMA.
+    """
+    df = text
+    original = [c for c in df.columns if c in EVENT_FIELDS or c == "_extra"]
+    for name in EVENT_FIELDS:
+        if name not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.String).alias(name))
+    df = df.with_columns(
+        [_blank_to_null(pl.col(n).cast(pl.String).str.strip_chars()).alias(f"_{n}") for n in EVENT_FIELDS]
+    )
+    parse_error = pl.col("_parse_error") if "_parse_error" in df.columns else pl.lit(None, pl.String)
+    checked = df.with_columns(_parsed_columns()).with_columns(
+        pl.when(parse_error.is_not_null()).then(parse_error)
+        .otherwise(pl.concat_str(_reason_exprs(), separator="; ", ignore_nulls=True))
+        .alias(REASON)
+    )
+    good = checked.filter(pl.col(REASON) == "").select(
+        pl.col(LINE_NUMBER).cast(pl.Int64),
+        pl.col(f"_{EVENT_ID}").alias(EVENT_ID),
+        pl.col("_ts").alias(OCCURRED_AT),
+        *[pl.col(f"_{n}").alias(n) for n in (ORG, PROJECT, ENVIRONMENT, API_KEY, METER, WORKLOAD, CHANNEL)],
+        pl.col("_micros").alias(QUANTITY_MICROS),
+        pl.col(f"_{STATUS}").fill_null(DEFAULTS[STATUS]).alias(STATUS),
+        pl.col("_attempt_int").cast(pl.Int32).alias(ATTEMPT),
+    )
+    bad = checked.filter(pl.col(REASON) != "")
+    raw_expr = (
+        pl.col(RAW) if RAW in bad.columns
+        else pl.struct(original).struct.json_encode()
+    )
+    rejected = bad.select(
+        pl.col(LINE_NUMBER).cast(pl.Int64),
+        pl.col(f"_{ORG}").alias(ORG),
+        raw_expr.alias(RAW),
+        pl.col(REASON),
+    )
+    return ParsedEvents(good=good.cast(GOOD_SCHEMA), rejected=rejected.cast(REJECTED_SCHEMA))
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "ingest", help="load usage events from CSV, JSON Lines or Parquet files",
+        description="Load usage events; prints accepted, duplicate and rejected counts. Exit 0: all "
+        "accepted or duplicate; 3: some rows rejected (good rows kept); 2: unreadable input.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=_cmd_ingest)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading files as text
+
+
+def _read_csv_text(path: Path) -> pl.DataFrame:
+    if path.stat().st_size == 0:
+        raise UnreadableInput(f"{path}: empty file (a CSV file needs a header line)")
+    try:
+        header = pl.read_csv(path, n_rows=0, infer_schema=False).columns
+    except Exception as exc:
+        raise UnreadableInput(f"{path}: not a readable CSV file ({_first_line(exc)})") from exc
+    header = [h.strip() for h in header]
+    missing = [f for f in REQUIRED_FIELDS if f not in header]
+    if missing:
+        raise UnreadableInput(
+            f"{path}: CSV header lacks required column(s) {', '.join(missing)} "
+            f"(header: {', '.join(header) or '(empty)'})"
+        )
+    n_extra = 4  # rows with more fields than the header are rejected, not truncated silently
+    names = [f"_col{i}" for i in range(len(header) + n_extra)]
+    try:
+        df = pl.read_csv(
+            path, has_header=False, skip_rows=1, schema={n: pl.String for n in names},
+            truncate_ragged_lines=True, missing_columns="insert",
+            row_index_name=LINE_NUMBER, row_index_offset=2,
+        )
+    except Exception as exc:
+        raise UnreadableInput(f"{path}: not a readable CSV file ({_first_line(exc)})") from exc
+    extra = names[len(header):]
+    df = df.rename({names[i]: h for i, h in enumerate(header)})
+    df = df.with_columns(
+        pl.concat_list([pl.col(c) for c in extra]).list.drop_nulls().alias("_extra_list")
+    )
+    # a blank line reads as a row of nulls: skip it
+    field_cols = [h for h in header]
+    df = df.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in field_cols + extra]))
+    df = df.with_columns(
+        pl.when(pl.col("_extra_list").list.len() > 0)
+        .then(pl.lit("row has more fields than the header"))
+        .otherwise(None)
+        .alias("_parse_error"),
+        pl.when(pl.col("_extra_list").list.len() > 0)
+        .then(pl.col("_extra_list").list.join(","))
+        .otherwise(None)
+        .alias("_extra"),
+    )
+    keep = [LINE_NUMBER, *[h for h in header if h in EVENT_FIELDS], "_parse_error", "_extra"]
+    return df.select(keep).with_columns(pl.col(LINE_NUMBER).cast(pl.Int64))
+
+
+def _read_jsonl_text(path: Path) -> pl.DataFrame:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableInput(f"{path}: cannot read ({exc})") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableInput(f"{path}: not UTF-8 text ({exc})") from exc
+    if "\x00" in text:
+        raise UnreadableInput(f"{path}: binary data (NUL bytes) in a JSON Lines file")
+    lines = pl.Series(RAW, text.split("\n"), dtype=pl.String)
+    df = lines.to_frame().with_row_index(LINE_NUMBER, offset=1)
+    df = df.with_columns(pl.col(RAW).str.strip_chars_end("\r"))
+    df = df.filter(pl.col(RAW).str.strip_chars() != "")
+    obj = pl.col(RAW).str.json_path_match("$")
+    is_object = obj.is_not_null() & pl.col(RAW).str.strip_chars_start().str.starts_with("{")
+    cols = []
+    for name in EVENT_FIELDS:
+        value = pl.col(RAW).str.json_path_match(f"$.{name}")
+        if name in (QUANTITY, ATTEMPT):
+            value = _exact_json_number(name, value)
+        cols.append(pl.when(is_object).then(value).otherwise(None).alias(name))
+    return df.with_columns(
+        *cols,
+        pl.when(is_object).then(None).otherwise(pl.lit("line is not a JSON object (malformed JSON)"))
+        .alias("_parse_error"),
+    ).with_columns(pl.col(LINE_NUMBER).cast(pl.Int64))
+
+
+def _exact_json_number(name: str, value: pl.Expr) -> pl.Expr:
+    """json_path_match renders numbers through float64; take the number's own text from the
+    line when it denotes the same value, so 123456789012.123456 stays exact."""
+    token = pl.col(RAW).str.extract(rf'"{name}"\s*:\s*(-?[0-9][0-9.]*)(?:\s*[,}}])', 1)
+    same = token.cast(pl.Float64, strict=False) == value.cast(pl.Float64, strict=False)
+    return pl.when(token.is_not_null() & same).then(token).otherwise(value)
+
+
+def _frame_as_text(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    missing = [f for f in REQUIRED_FIELDS if f not in df.columns]
+    if missing:
+        raise UnreadableInput(f"{source}: lacks required column(s) {', '.join(missing)}")
+    cols = []
+    for name in EVENT_FIELDS:
+        if name not in df.columns:
+            continue
+        dtype = df.schema[name]
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            if dtype.time_zone is None:
+                col = col.dt.strftime("%Y-%m-%dT%H:%M:%S%.f")  # naive: rejected for lacking an offset
+            else:
+                col = col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z")
+        elif isinstance(dtype, pl.List | pl.Struct | pl.Array | pl.Object):
+            raise UnreadableInput(f"{source}: column {name!r} has unsupported type {dtype}")
+        cols.append(col.cast(pl.String).alias(name))
+    return df.select(cols).with_row_index(LINE_NUMBER, offset=1).with_columns(
+        pl.col(LINE_NUMBER).cast(pl.Int64)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# validation expressions (on the trimmed text columns ``_<field>``)
+
+_SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_TS_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+_TS_NAIVE = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
+_DECIMAL = r"^\+?(\d+(\.\d*)?|\.\d+)$"
+_NEGATIVE_DECIMAL = r"^-(\d+(\.\d*)?|\.\d+)$"
+_INTEGER = r"^\+?\d+(\.0*)?$"
+
+
+def _blank_to_null(e: pl.Expr) -> pl.Expr:
+    return pl.when(e == "").then(None).otherwise(e)
+
+
+def _shown(name: str) -> pl.Expr:
+    """The value as shown in a reason: quoted, cut at 60 characters."""
+    v = pl.col(f"_{name}")
+    return pl.concat_str(
+        pl.lit("'"),
+        pl.when(v.str.len_chars() > 60).then(v.str.slice(0, 57) + "...").otherwise(v),
+        pl.lit("'"),
+    )
+
+
+def _parsed_columns() -> list[pl.Expr]:
+    ts_text = pl.col(f"_{OCCURRED_AT}")
+    ts_norm = (
+        ts_text.str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt ]", "${1}T")
+        .str.replace(r"[Zz]$", "+00:00")
+    )
+    ts = ts_norm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us")
+    q = pl.col(f"_{QUANTITY}").fill_null(DEFAULTS[QUANTITY])
+    q_int = q.str.extract(r"^\+?(\d*)", 1).str.strip_chars_start("0")
+    q_frac = q.str.extract(r"\.(\d*)$", 1).fill_null("").str.strip_chars_end("0")
+    q_ok = q.str.contains(_DECIMAL)
+    micros = (
+        pl.when(q_ok & (q_int.str.len_chars() <= MAX_QUANTITY_INT_DIGITS) & (q_frac.str.len_chars() <= 6))
+        .then(
+            pl.when(q_int == "").then(pl.lit("0")).otherwise(q_int).cast(pl.Int64, strict=False)
+            * QUANTITY_SCALE
+            + pl.when(q_frac == "").then(pl.lit("0")).otherwise(q_frac.str.pad_end(6, "0"))
+            .cast(pl.Int64, strict=False)
+        )
+        .otherwise(None)
+    )
+    a = pl.col(f"_{ATTEMPT}").fill_null(DEFAULTS[ATTEMPT])
+    a_int = a.str.extract(r"^\+?(\d+)", 1).str.strip_chars_start("0")
+    attempt = (
+        pl.when(a.str.contains(_INTEGER) & (a_int.str.len_chars() <= MAX_ATTEMPT_DIGITS))
+        .then(pl.when(a_int == "").then(pl.lit("0")).otherwise(a_int).cast(pl.Int64, strict=False))
+        .otherwise(None)
+    )
+    return [
+        ts.alias("_ts"),
+        q_int.str.len_chars().alias("_q_int_len"),
+        q_frac.str.len_chars().alias("_q_frac_len"),
+        micros.alias("_micros"),
+        a_int.str.len_chars().alias("_a_int_len"),
+        attempt.alias("_attempt_int"),
+    ]
+
+
+def _not_one_of(name: str, allowed: Sequence[str]) -> pl.Expr:
+    return pl.concat_str(pl.lit(f"{name}: "), _shown(name), pl.lit(f" is not one of {', '.join(allowed)}"))
+
+
+def _missing(name: str) -> pl.Expr:
+    return pl.when(pl.col(f"_{name}").is_null()).then(pl.lit(f"{name}: missing required field"))
+
+
+def _reason_exprs() -> list[pl.Expr]:
+    """One expression per rule: a reason string where the rule is broken, else null."""
+    reasons: list[pl.Expr] = []
+
+    def col(n: str) -> pl.Expr:
+        return pl.col(f"_{n}")
+
+    for name in (EVENT_ID, API_KEY):
+        reasons.append(
+            _missing(name)
+            .when(col(name).str.len_chars() > MAX_ID_CHARS)
+            .then(pl.format(f"{name}: longer than {MAX_ID_CHARS} characters ({{}})",
+                            col(name).str.len_chars()))
+            .otherwise(None)
+        )
+    ts = col(OCCURRED_AT)
+    reasons.append(
+        _missing(OCCURRED_AT)
+        .when(ts.str.contains(_TS_NAIVE))
+        .then(pl.concat_str(pl.lit(f"{OCCURRED_AT}: "), _shown(OCCURRED_AT),
+                            pl.lit(" has no UTC offset (add Z or +hh:mm)")))
+        .when(~ts.str.contains(_TS_WITH_OFFSET))
+        .then(pl.concat_str(pl.lit(f"{OCCURRED_AT}: "), _shown(OCCURRED_AT),
+                            pl.lit(" is not an RFC 3339 timestamp with offset, e.g. 2026-03-01T12:00:00Z")))
+        .when(pl.col("_ts").is_null())
+        .then(pl.concat_str(pl.lit(f"{OCCURRED_AT}: "), _shown(OCCURRED_AT),
+                            pl.lit(" is not a valid date/time")))
+        .otherwise(None)
+    )
+    for name in (ORG, PROJECT, WORKLOAD):
+        reasons.append(
+            _missing(name)
+            .when(~col(name).str.contains(_SLUG))
+            .then(pl.concat_str(pl.lit(f"{name}: "), _shown(name),
+                                pl.lit(" is not a slug (lowercase letters, digits, '-', 1-63 chars)")))
+            .otherwise(None)
+        )
+    for name, allowed in ((ENVIRONMENT, ENVIRONMENTS), (METER, METER_NAMES), (CHANNEL, CHANNELS)):
+        reasons.append(_missing(name).when(~col(name).is_in(list(allowed))).then(_not_one_of(name, allowed))
+                       .otherwise(None))
+    reasons.append(  # status is optional: missing means success
+        pl.when(~col(STATUS).is_in(list(STATUSES))).then(_not_one_of(STATUS, STATUSES)).otherwise(None)
+    )
+    q = col(QUANTITY)
+    reasons.append(
+        pl.when(q.is_null()).then(None)
+        .when(q.str.contains(_NEGATIVE_DECIMAL))
+        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY), pl.lit(" is negative; must be >= 0")))
+        .when(~q.str.contains(_DECIMAL))
+        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY), pl.lit(" is not a decimal number")))
+        .when(pl.col("_q_frac_len") > 6)
+        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY),
+                            pl.lit(" has more than 6 decimal places")))
+        .when(pl.col("_q_int_len") > MAX_QUANTITY_INT_DIGITS)
+        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY),
+                            pl.lit(f" is too large (must be below 10^{MAX_QUANTITY_INT_DIGITS})")))
+        .otherwise(None)
+    )
+    a = col(ATTEMPT)
+    reasons.append(
+        pl.when(a.is_null()).then(None)
+        .when(~a.str.contains(_INTEGER))
+        .then(pl.concat_str(pl.lit(f"{ATTEMPT}: "), _shown(ATTEMPT), pl.lit(" is not a whole number")))
+        .when(pl.col("_a_int_len") > MAX_ATTEMPT_DIGITS)
+        .then(pl.concat_str(pl.lit(f"{ATTEMPT}: "), _shown(ATTEMPT), pl.lit(" is too large")))
+        .when(pl.col("_attempt_int") < 1)
+        .then(pl.concat_str(pl.lit(f"{ATTEMPT}: "), _shown(ATTEMPT), pl.lit(" must be >= 1")))
+        .otherwise(None)
+    )
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------
+# storing
+
+
+def _store(
+    engine, parsed: ParsedEvents, source: str, *, now: datetime | None, run_by: str | None,
+    rows_read: int, progress: bool = False,
+) -> IngestResult:
+    from queries import store
+
+    now = now or utcnow()
+    good = parsed.good.sort(LINE_NUMBER)
+    unique = good.unique(subset=[ORG, EVENT_ID], keep="first", maintain_order=True)
+    in_file_dups = good.height - unique.height
+    bar = _progress_bar(source, unique.height) if progress else None
+    try:
+        counts = store.store_batch(
+            engine, unique.drop(LINE_NUMBER), parsed.rejected, source=source, now=now,
+            run_by=run_by or _who(), rows_read=rows_read, in_file_duplicates=in_file_dups,
+            on_progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    first = parsed.rejected.sort(LINE_NUMBER).head(5).select(LINE_NUMBER, REASON)
+    reasons = tuple(f"line {ln}: {r}" for ln, r in first.iter_rows())
+    return IngestResult(
+        accepted=counts.accepted, duplicates=counts.duplicates, rejected=parsed.rejected.height,
+        run_id=counts.run_id, source=source, rows_read=rows_read, first_reasons=reasons,
+    )
+
+
+def _progress_bar(source: str, total: int):
+    if total < PROGRESS_MIN_ROWS or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=Path(source).name, unit="ev", unit_scale=True, file=sys.stderr)
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _cmd_ingest(args, engine, *, out: Callable[[str], None] = print) -> int:
+    from queries.engine import upgrade
+
+    upgrade(engine)
+    totals = [0, 0, 0]
+    unreadable = 0
+    for path in args.files:
+        try:
+            (result,) = ingest_files(engine, [path], progress=True)
+        except UnreadableInput as exc:
+            unreadable += 1
+            print(f"error: {exc}; nothing written for this file", file=sys.stderr)
+            continue
+        totals[0] += result.accepted
+        totals[1] += result.duplicates
+        totals[2] += result.rejected
+        out(f"{path}: {_counts(result.accepted, result.duplicates, result.rejected)} (run {result.run_id})")
+        if result.rejected:
+            out(f"  {result.rejected} rejected row(s) kept in quarantine (run {result.run_id}); "
+                "first reasons:")
+            for reason in result.first_reasons:
+                out(f"    {reason}")
+    if len(args.files) > 1:
+        out(f"total: {_counts(*totals)}" + (f"; {unreadable} unreadable file(s)" if unreadable else ""))
+    if unreadable:
+        return EXIT_UNREADABLE
+    return EXIT_SOME_REJECTED if totals[2] else EXIT_OK
+
+
+def _counts(accepted: int, duplicates: int, rejected: int) -> str:
+    return f"{accepted} accepted, {duplicates} duplicate, {rejected} rejected"
+
+
+__all__: Sequence[str] = [
+    "EVENT_FIELDS", "GOOD_SCHEMA", "IngestResult", "ParsedEvents", "REJECTED_SCHEMA", "UnreadableInput",
+    "events_from_frame", "ingest_files", "ingest_frame", "parse_events", "register", "validate_text",
+]
