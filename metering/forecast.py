@@ -423,14 +423,14 @@ def projection_json(p: Projection) -> dict:
 
 
 def invoice_backtest(daily: pl.DataFrame, periods: Sequence[str], card, org: str,
-                     pricer: Pricer | None = None,
-                     cut_days: Sequence[int] = REPORT_CUT_DAYS) -> tuple[CutAccuracy, ...]:
+                     pricer: Pricer | None = None, cut_days: Sequence[int] = REPORT_CUT_DAYS,
+                     methods: Sequence[str] = METHODS) -> tuple[CutAccuracy, ...]:
     """MAPE of the projected invoice and coverage of its interval at each cut day (leave-one-out).
 
     For each closed period, the per-series method and the interval are chosen from the OTHER
     periods' backtest only, so the reported accuracy is out of sample.
     """
-    bt = backtest(daily, periods, _cut_set(cut_days))
+    bt = backtest(daily, periods, _cut_set(cut_days), methods)
     return _invoice_backtest(bt, list(periods), pricer or _default_pricer(), card, org, cut_days)
 
 
