@@ -16,6 +16,7 @@ key issue dates, a revoked key, an issued-but-unused key) through ``queries.seed
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -520,5 +521,192 @@ def _check_positive(*, seed_nonneg: int | None = None, **values) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {seed_nonneg!r}")
 
 
+# ---------------------------------------------------------------------------------------
+# the `demo` command
+
+
+@dataclass(frozen=True)
+class DemoLoad:
+    """What ``load_demo`` did."""
+
+    generated: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    runs: int
+    late_events: int
+    rate_card_loaded: bool
+    orgs: int
+    projects: int
+    keys: int
+    generate_seconds: float
+    ingest_seconds: float
+
+
+def load_demo(
+    engine,
+    *,
+    orgs: int = DEFAULT_ORGS,
+    days: int = DEFAULT_DAYS,
+    seed: int = DEFAULT_SEED,
+    end: datetime | None = None,
+    events: int | None = None,
+    rate_card: Path = DEFAULT_RATE_CARD,
+    chunk_events: int = INGEST_CHUNK_EVENTS,
+) -> DemoLoad:
+    """Generate demo events, ingest them, store the default rate card if no card applies to the
+    open period, and write the demo metadata (names, key issue dates, revoked and unused keys).
+
+    Events arrive the way a live platform sends them: one ingest run per period (chunked at
+    ``chunk_events``), each stamped with a time inside its own period, so history is not
+    mistaken for late data; only LATE_ORG's events of the last day of the last closed period
+    arrive after it closed (at ``end``), which records one genuine restatement.
+    """
+    from metering.ingest import ingest_frame
+    from metering.periods import period_of
+    from metering.pricing import card_for_period, load_rate_card
+    from queries.engine import upgrade
+
+    end = _utc(end)
+    upgrade(engine)
+    t0 = time.perf_counter()
+    frame = generate_events(orgs=orgs, days=days, seed=seed, end=end, events=events)
+    catalog = demo_catalog(orgs=orgs, seed=seed)
+    t1 = time.perf_counter()
+
+    late = _late_mask(frame, end)
+    on_time, late_frame = frame.filter(~late), frame.filter(late)
+    del frame
+    totals = [0, 0, 0]
+    runs = 0
+    source = f"demo seed={seed}"
+    periods = on_time.select(pl.col(OCCURRED_AT).dt.strftime("%Y-%m").alias("p"))["p"]
+    for period, part in on_time.with_columns(_period=periods).partition_by(
+        "_period", as_dict=True, maintain_order=True
+    ).items():
+        part = part.drop("_period")
+        for offset in range(0, part.height, chunk_events):
+            chunk = part.slice(offset, chunk_events)
+            arrived = min(chunk[OCCURRED_AT].max(), end)
+            res = ingest_frame(engine, chunk, f"{source} {period[0]}", now=arrived, run_by="demo")
+            totals = [a + b for a, b in zip(totals, (res.accepted, res.duplicates, res.rejected),
+                                             strict=True)]
+            runs += 1
+    if late_frame.height:
+        res = ingest_frame(engine, late_frame, f"{source} late delivery", now=end, run_by="demo")
+        totals = [a + b for a, b in zip(totals, (res.accepted, res.duplicates, res.rejected), strict=True)]
+        runs += 1
+    t2 = time.perf_counter()
+
+    card_loaded = False
+    if card_for_period(engine, period_of(end)) is None:
+        load_rate_card(engine, rate_card, loaded_by="demo")
+        card_loaded = True
+    n_orgs, n_projects, n_keys = _seed_metadata(engine, catalog, end)
+    return DemoLoad(
+        generated=on_time.height + late_frame.height, accepted=totals[0], duplicates=totals[1],
+        rejected=totals[2], runs=runs, late_events=late_frame.height, rate_card_loaded=card_loaded,
+        orgs=n_orgs, projects=n_projects, keys=n_keys, generate_seconds=t1 - t0, ingest_seconds=t2 - t1,
+    )
+
+
+# LATE_ORG's events of the last day of the last closed period are delivered after it closed
+LATE_ORG = "cobalt-lending"
+
+
+def _late_mask(frame: pl.DataFrame, end: datetime) -> pl.Series:
+    first_open = datetime(end.year, end.month, 1, tzinfo=UTC)
+    last_closed_day = first_open - timedelta(days=1)
+    return frame.select(
+        (pl.col(ORG) == LATE_ORG)
+        & (pl.col(OCCURRED_AT) >= last_closed_day) & (pl.col(OCCURRED_AT) < first_open)
+    ).to_series()
+
+
+def _seed_metadata(engine, catalog: DemoCatalog, end: datetime) -> tuple[int, int, int]:
+    from queries.seed import IssuedKey, upsert_api_keys, upsert_orgs, upsert_projects
+
+    def ago(days_ago: int) -> datetime:
+        day = end.date() - timedelta(days=days_ago)  # issued at the start of the day (UTC)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+    keys = [
+        IssuedKey(k.org, k.api_key, k.project, k.environment, created_at=ago(k.created_days_ago),
+                  revoked_at=ago(k.revoked_days_ago) if k.revoked_days_ago is not None else None)
+        for k in catalog.keys
+    ]
+    project_created: dict[tuple[str, str], datetime] = {}
+    org_created: dict[str, datetime] = {}
+    for k in keys:
+        pk = (k.org, k.project)
+        project_created[pk] = min(project_created.get(pk, k.created_at), k.created_at)
+        org_created[k.org] = min(org_created.get(k.org, k.created_at), k.created_at)
+    n_orgs = upsert_orgs(engine, {o.org: (o.name, org_created[o.org]) for o in catalog.orgs})
+    n_projects = upsert_projects(engine, project_created)
+    n_keys = upsert_api_keys(engine, keys)
+    return n_orgs, n_projects, n_keys
+
+
 def register(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "demo", help="fill the database with realistic demo usage",
+        description="Generate deterministic demo usage (13 months up to now by default), ingest it, "
+        "store the default rate card if none applies, and write demo org/key metadata.",
+    )
+    p.add_argument("--orgs", type=int, default=DEFAULT_ORGS, help=f"number of orgs (default {DEFAULT_ORGS})")
+    p.add_argument("--days", type=int, default=DEFAULT_DAYS,
+                   help=f"days of history up to --end (default {DEFAULT_DAYS}, 13 months)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument("--events", type=int, default=None,
+                   help="scale the volume to about this many events (default: ~420k for 6 orgs)")
+    p.add_argument("--end", default=None,
+                   help="last moment of history, RFC 3339 with offset (default: now)")
+    p.add_argument("--if-empty", action="store_true",
+                   help="do nothing when usage_events already has rows (used by `make run`)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args, engine, *, out=print) -> int:
+    import sys
+
+    from queries.engine import upgrade
+    from queries.seed import usage_events_exist
+
+    try:
+        end = _parse_end(args.end)
+        _check_positive(orgs=args.orgs, days=args.days, seed_nonneg=args.seed, events=args.events)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    upgrade(engine)
+    if args.if_empty and usage_events_exist(engine):
+        out("demo: usage_events already has rows; nothing done (--if-empty)")
+        return 0
+    t0 = time.perf_counter()
+    r = load_demo(engine, orgs=args.orgs, days=args.days, seed=args.seed, end=end, events=args.events)
+    out(f"demo: generated {r.generated:,} events for {r.orgs} orgs over {args.days} days "
+        f"(seed {args.seed}) in {r.generate_seconds:.1f}s")
+    out(f"demo: ingested in {r.runs} runs in {r.ingest_seconds:.1f}s: accepted {r.accepted:,}, "
+        f"duplicates {r.duplicates:,}, rejected {r.rejected:,} ({r.late_events:,} delivered late)")
+    out("demo: rate card " + (f"{DEFAULT_RATE_CARD.name} stored" if r.rate_card_loaded
+                              else "already stored for the open period; left as is"))
+    out(f"demo: metadata for {r.orgs} orgs, {r.projects} projects, {r.keys} api keys "
+        f"(revoked and issued-unused keys included)")
+    out(f"demo: done in {time.perf_counter() - t0:.1f}s")
+    if r.rejected:
+        print(f"error: {r.rejected} demo events were rejected; the generator breaks an ingestion rule",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_end(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--end: not an RFC 3339 timestamp: {text!r}") from None
+    if value.tzinfo is None:
+        raise ValueError(f"--end: needs an offset (e.g. Z or +00:00): {text!r}")
+    return value.astimezone(UTC)

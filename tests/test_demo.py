@@ -8,10 +8,24 @@ from decimal import Decimal
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
-from metering.demo import demo_catalog, generate_events, report_spike_days
+from metering.cli import build_parser
+from metering.demo import DEFAULT_RATE_CARD, LATE_ORG, demo_catalog, generate_events, report_spike_days
 from metering.domain import CHANNELS, ENVIRONMENTS, METER_NAMES, SLUG_RE, STATUSES
+from metering.ingest import events_from_frame
+from metering.invoice import TRUE_UP, price_quantities
 from metering.periods import period_of, shift_period
+from metering.pricing import parse_rate_card
+from queries.schema import (
+    api_keys,
+    ingest_runs,
+    organizations,
+    rate_cards,
+    restatements,
+    usage_daily,
+    usage_events,
+)
 
 END = datetime(2026, 11, 18, 15, 30, tzinfo=UTC)  # a Wednesday afternoon, mid-period
 
@@ -60,6 +74,10 @@ def test_every_event_passes_the_ingestion_rules(full):
     assert min(quantities) >= 0
     assert all(q == q.to_integral_value() for q in quantities)
     assert f["api_key"].str.starts_with("key_").all()
+    # and the ingestion module's own validation accepts every row
+    parsed = events_from_frame(f, "demo")
+    assert parsed.rejected.height == 0
+    assert parsed.good.height == f.height
 
 
 def test_channels_and_quantities_fit_their_meters(full):
@@ -213,3 +231,115 @@ def test_report_spike_days_are_weekdays_of_the_previous_period():
     assert report_spike_days(date(2026, 11, 18)) == [date(2026, 10, 12), date(2026, 10, 13),
                                                      date(2026, 10, 14)]  # the 10th is a Saturday
     assert report_spike_days(date(2026, 11, 18), days=20) == []
+
+
+# --- the pricing stories (rate card pricing/default.toml) ------------------------------
+
+
+def _billable(frame: pl.DataFrame, org: str, period: str) -> dict:
+    """{(meter, environment): Decimal quantity} of billable-eligible usage, from the raw events."""
+    q = (
+        frame.filter(
+            pl.col("org") == org, pl.col("occurred_at").dt.strftime("%Y-%m") == period,
+            pl.col("status") == "success",
+            (pl.col("meter") != "webhook_delivery") | (pl.col("attempt") == 1),
+        )
+        .group_by("meter", "environment").agg(pl.col("quantity").cast(pl.Int64).sum())
+    )
+    return {(m, e): Decimal(v) for m, e, v in q.iter_rows()}
+
+
+def test_borealis_stays_under_its_minimum_commit_and_acme_pays_for_webhooks(full):
+    card = parse_rate_card(DEFAULT_RATE_CARD.read_text())
+    assert card.terms("borealis-health").minimum_commit == Decimal("5000.00")
+    closed = [shift_period(period_of(END), -k) for k in range(1, 13)]
+    trued_up = 0
+    for period in closed:
+        inv = price_quantities(_billable(full, "borealis-health", period), card, "borealis-health")
+        subtotal = sum(ln.amount_cents for ln in inv.lines if ln.meter != TRUE_UP)
+        assert 150_000 < subtotal  # real usage, not an empty org
+        if any(ln.meter == TRUE_UP for ln in inv.lines):
+            trued_up += 1
+            assert inv.total_cents == 500_000
+    assert trued_up >= 10
+    acme = price_quantities(_billable(full, "acme-insurance", closed[0]), card, "acme-insurance")
+    assert acme.line("webhook_delivery", "production").amount_cents > 0
+
+
+# --- the `demo` command on SQLite and PostgreSQL --------------------------------------
+
+SMALL = ["--orgs", "6", "--days", "100", "--seed", "11", "--events", "6000", "--end", "2026-11-18T15:30:00Z"]
+
+
+def _run(engine, argv, capsys) -> tuple[int, str]:
+    args = build_parser().parse_args(["demo", *argv])
+    code = args.func(args, engine)
+    return code, capsys.readouterr().out
+
+
+def _count(conn, table, *where) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
+
+
+def test_demo_command_fills_the_store_and_if_empty_is_then_a_no_op(engine, capsys):
+    expected = generate_events(orgs=6, days=100, seed=11, end=END, events=6000)
+    code, out = _run(engine, ["--if-empty", *SMALL], capsys)
+    assert code == 0
+    assert f"generated {expected.height:,} events" in out
+    assert "rejected 0" in out
+    with engine.connect() as conn:
+        assert _count(conn, usage_events) == expected.height
+        rolled = conn.execute(sa.select(sa.func.sum(usage_daily.c.events))).scalar_one()
+        assert rolled == expected.height
+        # billable lookups per org: the store agrees with the frame
+        stored = dict(conn.execute(
+            sa.select(usage_daily.c.org, sa.func.sum(usage_daily.c.quantity_micros))
+            .where(usage_daily.c.meter == "lookup", usage_daily.c.eligible.is_(True))
+            .group_by(usage_daily.c.org)
+        ).all())
+        frame_lookups = dict(expected.filter(pl.col("meter") == "lookup", pl.col("status") == "success")
+                             .group_by("org").len().iter_rows())
+        assert {o: v // 1_000_000 for o, v in stored.items()} == frame_lookups
+        names = dict(conn.execute(sa.select(organizations.c.org, organizations.c.name)).all())
+        assert names["acme-insurance"] == "Acme Insurance" and len(names) == 6
+        assert _count(conn, rate_cards) == 1
+        keys = {r.api_key: r for r in conn.execute(sa.select(api_keys)).all()}
+        assert keys["key_fjord_ts_prod_1"].revoked_at is not None
+        assert sum(k.revoked_at is not None for k in keys.values()) == 1
+        assert keys["key_cobalt_lo_prod_4"].last_used_at is None  # issued, never used
+        silent = keys["key_evergreen_sbx_2"]
+        assert silent.revoked_at is None
+        assert silent.last_used_at.replace(tzinfo=UTC) < END - timedelta(days=60)
+        assert keys["key_acme_wr_sbx_1"].environment == "sandbox"  # as issued, though used in production
+        # history arrived on time; only the late delivery restates the last closed period
+        late = expected.filter(pl.col("org") == LATE_ORG,
+                               pl.col("occurred_at").dt.date() == date(2026, 10, 31)).height
+        rows = conn.execute(sa.select(restatements.c.org, restatements.c.period, restatements.c.events)).all()
+        assert late > 0
+        assert [tuple(r) for r in rows] == [(LATE_ORG, "2026-10", late)]
+        runs = _count(conn, ingest_runs)
+
+    code, out = _run(engine, ["--if-empty", *SMALL], capsys)
+    assert code == 0 and "nothing done" in out
+    with engine.connect() as conn:
+        assert _count(conn, ingest_runs) == runs
+        assert _count(conn, usage_events) == expected.height
+
+    # without --if-empty a re-run is idempotent: everything is a duplicate, the card is kept
+    code, out = _run(engine, SMALL, capsys)
+    assert code == 0
+    assert f"accepted 0, duplicates {expected.height:,}" in out
+    with engine.connect() as conn:
+        assert _count(conn, usage_events) == expected.height
+        assert _count(conn, rate_cards) == 1
+
+
+def test_demo_command_rejects_bad_options(engine, capsys):
+    args = build_parser().parse_args(["demo", "--days", "0"])
+    assert args.func(args, engine) == 2
+    assert "days" in capsys.readouterr().err
+    args = build_parser().parse_args(["demo", "--end", "2026-11-18T15:30:00"])
+    assert args.func(args, engine) == 2
+    assert "--end" in capsys.readouterr().err
+    with engine.connect() as conn:
+        assert _count(conn, usage_events) == 0
