@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import polars as pl
 import sqlalchemy as sa
@@ -402,7 +403,9 @@ def _frame(engine: sa.Engine, stmt, schema: dict[str, pl.DataType]) -> pl.DataFr
     data = {n: [] for n in names}
     for row in rows:
         for n, v in zip(names, row, strict=True):
-            if isinstance(v, datetime):
+            if isinstance(v, Decimal) and schema[n] == pl.Int64():
+                v = int(v)  # PostgreSQL sums of BIGINT are NUMERIC
+            elif isinstance(v, datetime):
                 v = _utc(v)
             elif isinstance(v, str) and schema[n] == pl.Datetime("us", "UTC"):
                 v = _utc(datetime.fromisoformat(v))
