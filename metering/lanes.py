@@ -6,7 +6,9 @@ vs rate decomposition, ``quantity_micros`` (Int64, billable quantity); an option
 column makes the decomposition per (lane, meter), so a shift of mix between meters is volume,
 not rate. This module also cuts a usage frame into full-period and like-for-like windows.
 
-All money is integer cents; the decomposition uses exact integer arithmetic.
+All money is integer cents; the decomposition uses exact integer arithmetic. ``spend_by`` and
+``lanes_for_period`` are thin conveniences over the invoice and allocation code
+(``build_invoice`` + ``allocate_invoice``) for callers holding a usage frame and a rate card.
 """
 
 from __future__ import annotations
@@ -153,6 +155,39 @@ def lanes_period_over_period(
         new=new,
         ended=ended,
     )
+
+
+def spend_by(usage: pl.DataFrame, card, org: str, period: str, dimensions,
+             as_of: datetime | None = None) -> pl.DataFrame:
+    """The org's invoice for the period (month to date with ``as_of``) allocated over ``dimensions``:
+    pl.DataFrame[*dimensions, meter, environment, quantity_micros, amount_cents] (see
+    metering.allocate.allocate_invoice), summing exactly to the invoice total."""
+    from metering.allocate import allocate_invoice
+    from metering.invoice import build_invoice
+
+    invoice = build_invoice(usage, card, org, period, as_of)
+    return allocate_invoice(usage, invoice, card, dimensions)
+
+
+def lanes_for_period(
+    usage: pl.DataFrame, card, org: str, period: str, dimension: str, *,
+    as_of: datetime | None = None, previous_card=None,
+) -> tuple[LaneComparison, Windows]:
+    """Price and compare ``period`` with the month before for one org.
+
+    Full period without ``as_of``; with it, like-for-like: month-to-date through as_of's UTC
+    date vs the same elapsed days of the previous month, each window priced as its own
+    (partial) invoice through the tiers. ``previous_card`` defaults to ``card``.
+    """
+    if as_of is None:
+        windows = period_windows(period)
+    else:
+        windows = like_for_like_windows(as_of, period)
+    cur_usage, prev_usage = cut_windows(usage, windows)
+    prev_card = card if previous_card is None else previous_card
+    current = spend_by(cur_usage, card, org, windows.current_period, [dimension])
+    previous = spend_by(prev_usage, prev_card, org, windows.previous_period, [dimension])
+    return lanes_period_over_period(current, previous, dimension), windows
 
 
 def volume_effect(a0: int, a1: int, q0: int, q1: int) -> int:

@@ -3,7 +3,7 @@ and like-for-like windows at month edges. Every expected number is worked out in
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import polars as pl
 import pytest
@@ -182,3 +182,56 @@ def test_cut_like_for_like_and_full_period_windows():
     full = period_windows("2026-03")
     assert full.current == (date(2026, 3, 1), date(2026, 3, 31))
     assert full.previous == (date(2026, 2, 1), date(2026, 2, 28)) and not full.like_for_like
+
+
+CARD = """
+currency = "USD"
+effective_from = "2026-01"
+[meters.lookup.production]
+tiers = [{ up_to = 100, unit_price = "0.30" }, { unit_price = "0.20" }]
+"""
+
+
+def _usage(rows):
+    """rows: (day, project, lookups) of successful production lookups for org acme."""
+    from metering.domain import USAGE_SCHEMA
+
+    out = [(date.fromisoformat(d), "acme", p, "production", "k1", "lookup", "underwriting", "api", "success",
+            False, True, n * M, n) for d, p, n in rows]
+    return pl.DataFrame(out, schema=USAGE_SCHEMA, orient="row")
+
+
+def test_lanes_priced_through_tiers_full_period_and_like_for_like():
+    from metering.pricing import parse_rate_card
+
+    card = parse_rate_card(CARD)
+    usage = _usage([
+        ("2026-02-05", "a", 40), ("2026-02-20", "a", 40), ("2026-02-05", "b", 20),
+        ("2026-03-05", "a", 100), ("2026-03-20", "a", 50), ("2026-03-05", "b", 20),
+    ])
+    from metering.lanes import lanes_for_period
+
+    r, w = lanes_for_period(usage, card, "acme", "2026-03", "project")
+    assert not w.like_for_like
+    # Feb: 100 lookups x 0.30 = 3000c -> a 80/100 = 2400, b 600
+    # Mar: 170 lookups = 100 x 0.30 + 70 x 0.20 = 4400c -> a 4400 x 150/170 = 3882.35, b 517.65:
+    #      floors 3882 + 517 = 4399, the cent goes to the larger remainder (b) -> a 3882, b 518
+    assert (r.previous_total_cents, r.current_total_cents, r.total_delta_cents) == (3000, 4400, 1400)
+    a, b = _lane(r, "a"), _lane(r, "b")
+    money = ("previous_cents", "current_cents")
+    assert [a[c] for c in money] + [b[c] for c in money] == [2400, 3882, 600, 518]
+    # a: r0 = 2400 / 80 = 30c; volume (150 - 80) x 30 = 2100; rate 1482 - 2100 = -618 (the cheaper tier)
+    assert (a["delta_cents"], a["volume_effect_cents"], a["rate_effect_cents"]) == (1482, 2100, -618)
+    # b: same 20 lookups, cheaper blended rate: all rate
+    assert (b["delta_cents"], b["volume_effect_cents"], b["rate_effect_cents"]) == (-82, 0, -82)
+
+    r, w = lanes_for_period(usage, card, "acme", "2026-03", "project",
+                            as_of=datetime(2026, 3, 10, 18, 0, tzinfo=UTC))
+    assert w.like_for_like and w.previous == (date(2026, 2, 1), date(2026, 2, 10))
+    # MTD 1-10 Mar: a 100 + b 20 = 120 lookups = 3000 + 20 x 20 = 3400c -> a 2833.33, b 566.67 -> 2833 / 567
+    # 1-10 Feb: a 40 + b 20 = 60 lookups x 30 = 1800c -> a 1200, b 600
+    a, b = _lane(r, "a"), _lane(r, "b")
+    assert [a[c] for c in money] + [b[c] for c in money] == [1200, 2833, 600, 567]
+    # a: volume (100 - 40) x 30 = 1800, rate 1633 - 1800 = -167; b: rate -33
+    effects = ("volume_effect_cents", "rate_effect_cents")
+    assert [a[c] for c in effects] + [b[c] for c in effects] == [1800, -167, 0, -33]
