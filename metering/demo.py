@@ -143,7 +143,7 @@ def generate_events(
 
     Deterministic for a given (orgs, days, seed, end, events). ``events`` rescales the volume to
     about that many events (Poisson noise aside); by default the size is the catalog's native
-    rate (about 450k events for 6 orgs over 396 days). Columns: ``EVENT_COLUMNS`` with
+    rate (about 420k events for 6 orgs over 396 days). Columns: ``EVENT_COLUMNS`` with
     ``occurred_at`` a UTC Datetime(us), ``quantity`` a decimal string, ``attempt`` Int32.
     """
     _check_positive(orgs=orgs, days=days, seed_nonneg=seed, events=events)
