@@ -262,7 +262,7 @@ def evaluate_budget(budget: Budget, projection, scope_actual: Sequence[tuple[dat
         scope_mtd = actual[-1][1] if actual else 0
         org_mtd = org_actual[-1][1] if org_actual else 0
         share = Decimal(scope_mtd) / Decimal(org_mtd) if org_mtd > 0 else Decimal(0)
-        future = [(d, to_cents(Decimal(c) * share)) for d, c in org_future]
+        future = [(d, to_cents(Decimal(c) * share / 100)) for d, c in org_future]  # cents, half up
         extra = None
         projected_total = future[-1][1] if future else scope_mtd
         if future:
