@@ -17,8 +17,6 @@ half cents (exact in float64), and the baseline is that median rounded half up t
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import polars as pl
 
@@ -150,15 +148,27 @@ def _rolling_baseline(values: np.ndarray, window: int):
     mad = np.full(values.shape, np.nan)
     count = np.zeros(values.shape, dtype=np.int64)
     step = max(1, _CHUNK_CELLS // max(1, n_days * window))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows before a lane starts
-        for lo in range(0, n_lanes, step):
-            hist = np.lib.stride_tricks.sliding_window_view(padded[lo:lo + step], window, axis=1)[:, :n_days]
-            med = np.nanmedian(hist, axis=2)
-            median[lo:lo + step] = med
-            mad[lo:lo + step] = np.nanmedian(np.abs(hist - med[:, :, None]), axis=2)
-            count[lo:lo + step] = np.sum(~np.isnan(hist), axis=2)
+    for lo in range(0, n_lanes, step):
+        hist = np.lib.stride_tricks.sliding_window_view(padded[lo:lo + step], window, axis=1)[:, :n_days]
+        n = np.sum(~np.isnan(hist), axis=2)
+        med = _nan_median(hist, n)
+        median[lo:lo + step] = med
+        mad[lo:lo + step] = _nan_median(np.abs(hist - med[:, :, None]), n)
+        count[lo:lo + step] = n
     return median, mad, count
+
+
+def _nan_median(values: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN, given the count of non-NaN values (NaN where 0).
+
+    np.sort puts NaN last, so the median is the mean of the two middle elements of the first n
+    (np.nanmedian gives the same numbers, several times slower on many short windows).
+    """
+    ordered = np.sort(values, axis=-1)
+    lo = np.maximum((n - 1) // 2, 0)[..., None]
+    hi = np.maximum(n // 2, 0)[..., None]
+    mid = (np.take_along_axis(ordered, lo, -1) + np.take_along_axis(ordered, hi, -1))[..., 0] / 2
+    return np.where(n > 0, mid, np.nan)
 
 
 def _top_meters(out: pl.DataFrame, daily_spend: pl.DataFrame, dimension: str) -> pl.DataFrame:

@@ -126,3 +126,26 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="integer cents"):
         spend_anomalies(daily.with_columns(pl.col("amount_cents") * 1.0), "api_key")
     assert spend_anomalies(daily.clear(), "api_key").height == 0
+
+
+def test_rolling_baseline_matches_a_plain_python_median_and_mad():
+    import statistics
+
+    import numpy as np
+
+    from metering.anomalies import _rolling_baseline
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 1000, (5, 40)).astype(float)
+    values[rng.random((5, 40)) < 0.15] = np.nan  # days before a lane starts
+    median, mad, count = _rolling_baseline(values, 9)
+    for lane in range(5):
+        for day in range(40):
+            hist = [v for v in values[lane, max(0, day - 9):day] if not np.isnan(v)]
+            assert count[lane, day] == len(hist)
+            if hist:
+                med = statistics.median(hist)
+                assert median[lane, day] == med
+                assert mad[lane, day] == statistics.median([abs(v - med) for v in hist])
+            else:
+                assert np.isnan(median[lane, day]) and np.isnan(mad[lane, day])
