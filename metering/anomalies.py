@@ -2,7 +2,8 @@
 
 Input is a *daily spend frame*: ``day`` (Date), the lane dimension column, ``amount_cents``
 (Int64) and optionally ``meter`` (to name what drove a spike), e.g. the output of
-``allocate_invoice(..., dimensions=[day, api_key, workload, project])``.
+``allocate_invoice(..., dimensions=[day, api_key, workload, project])``; rows without a day
+(the minimum-commitment true-up) are left out.
 
 Baseline for a lane on day t: the median of its daily spend over the previous ``window`` days
 (t itself excluded), spread: the median absolute deviation (MAD) over the same days. Days with no
@@ -62,10 +63,11 @@ def spend_anomalies(
     meter column), top_meter_cents], sorted by impact_cents desc, then lane, day.
     """
     _check(daily_spend, dimension, window, min_history)
-    if daily_spend.height == 0:
+    if daily_spend.filter(pl.col(DAY).is_not_null()).height == 0:
         return pl.DataFrame(schema=ANOMALY_SCHEMA)
     per_day = (
-        daily_spend.group_by(dimension, DAY)
+        daily_spend.filter(pl.col(DAY).is_not_null())  # the minimum-commitment true-up has no day
+        .group_by(dimension, DAY)
         .agg(pl.col(AMOUNT_CENTS).cast(pl.Int64).sum())
         .with_columns(pl.col(dimension).cast(pl.String))
     )

@@ -149,3 +149,16 @@ def test_rolling_baseline_matches_a_plain_python_median_and_mad():
                 assert mad[lane, day] == statistics.median([abs(v - med) for v in hist])
             else:
                 assert np.isnan(median[lane, day]) and np.isnan(mad[lane, day])
+
+
+def test_rows_without_a_day_are_left_out():
+    # an allocation's minimum-commitment true-up row has a null day: not daily spend
+    daily = _daily({"k1": [100, 120, 90, 110, 100, 95, 105, 400, 100]})
+    true_up = pl.DataFrame(
+        {"day": [None], "api_key": ["(minimum commitment)"], "meter": ["minimum_commit_true_up"],
+         "amount_cents": [50_000]},
+        schema=daily.schema,
+    )
+    out = spend_anomalies(pl.concat([daily, true_up]), "api_key", window=7, min_history=5, floor_cents=1)
+    assert out.select("lane", "impact_cents").rows() == [("k1", 300)]
+    assert spend_anomalies(true_up, "api_key").height == 0
