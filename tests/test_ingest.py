@@ -548,3 +548,20 @@ def assert_rollup_matches_independent_aggregate(engine, rows):
     )
     got = {(d, o, k, m, el): (q, e) for d, o, k, m, el, q, e in usage.rows()}
     assert got == expected
+
+
+def test_fast_path_and_full_path_agree(tmp_path):
+    """Canonical rows take the fast path; the same rows padded with blanks take the full path."""
+    rows = [
+        {**BASE, "event_id": f"e{i}", "occurred_at": f"2026-03-{1 + i % 28:02d}T{i % 24:02d}:05:09Z",
+         "quantity": q, "attempt": a, "status": st}
+        for i, (q, a, st) in enumerate([("1", "1", "success"), ("0.000001", "2", "failed"), ("", "", ""),
+                                        ("999999999999.999999", "999999999", "success"), ("12.5", "3", "")])
+    ]
+    fast = parse_events(write_csv(tmp_path / "fast.csv", rows)).good
+    padded = [{k: (f" {v} " if k in ("event_id", "quantity", "org") and v else v) for k, v in r.items()}
+              for r in rows]
+    full = parse_events(write_csv(tmp_path / "full.csv", padded)).good
+    assert fast.height == len(rows)
+    assert fast.equals(full)
+    assert fast["quantity_micros"].to_list() == [1_000_000, 1, 1_000_000, 999_999_999_999_999_999, 12_500_000]
