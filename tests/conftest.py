@@ -21,7 +21,9 @@ from queries.engine import make_engine, upgrade  # noqa: E402
 from queries.schema import metadata  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("METERING_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-PG_DB = os.environ.get("METERING_TEST_PG_DB", f"metering_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+PG_DB = os.environ.get(
+    "METERING_TEST_PG_DB", f"metering_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+)
 
 
 def _pg_url() -> str:

@@ -1,0 +1,183 @@
+"""The billing overview: one computation behind the Billing home, Lanes and Projects pages.
+
+For one org, one period (open: month to date as of a day; closed: the full month) and one
+comparison period, it prices the invoice, allocates every line to (project, environment,
+api_key, workload, day) parts, prices the comparison window the same way (like-for-like when
+the period is open: the same number of elapsed days), and projects the open period to its end.
+Filters (project / environment / workload) never re-price: tiers apply to the org's whole
+usage, so a slice's spend is its allocated share of each line. Everything shown for a slice is
+a sum of ``parts``, which sum exactly to the invoice total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from metering.allocate import allocate_invoice
+from metering.domain import (
+    API_KEY,
+    DAY,
+    ENVIRONMENT,
+    HEAVY_METERS,
+    METER,
+    PROJECT,
+    QUANTITY_MICROS,
+    WORKLOAD,
+)
+from metering.invoice import Invoice, build_invoice, period_usage
+from metering.periods import days_in_period, period_bounds, period_of
+
+AMOUNT_CENTS = "amount_cents"
+ALLOCATION_DIMENSIONS = (PROJECT, ENVIRONMENT, API_KEY, WORKLOAD, DAY)
+SLICE_COLUMNS = (PROJECT, ENVIRONMENT, WORKLOAD, API_KEY)
+
+
+@dataclass(frozen=True)
+class BillingOverview:
+    org: str
+    period: str
+    compare_period: str
+    as_of: date | None  # last day counted when the period is open; None for a closed period
+    like_for_like: bool  # the comparison window is cut to the same elapsed days
+    invoice: Invoice
+    parts: pl.DataFrame  # allocate_invoice over ALLOCATION_DIMENSIONS
+    previous_invoice: Invoice
+    previous_parts: pl.DataFrame
+    previous_window: tuple[date, date]
+    usage: pl.DataFrame  # all traffic of the period (through as_of), for channel and funnel views
+    projection: object | None  # metering.forecast.Projection for an open period
+
+    @property
+    def is_open(self) -> bool:
+        return self.as_of is not None
+
+
+def billing_overview(
+    usage_history: pl.DataFrame,
+    card,
+    org: str,
+    period: str,
+    compare_period: str,
+    today: date,
+    *,
+    previous_card=None,
+    with_projection: bool = True,
+) -> BillingOverview:
+    """Invoice, allocation, comparison and projection for the org's period (see module doc)."""
+    start, end = period_bounds(period)
+    is_open = start <= today <= end
+    as_of = today if is_open else None
+    as_of_dt = _midnight(today) if is_open else None
+    invoice = build_invoice(usage_history, card, org, period, as_of_dt)
+    parts = allocate_invoice(usage_history, invoice, card, ALLOCATION_DIMENSIONS)
+
+    c_start, c_end = period_bounds(compare_period)
+    like_for_like = is_open
+    if is_open:
+        elapsed = (today - start).days + 1
+        c_end = min(c_end, c_start + timedelta(days=elapsed - 1))
+    prev_card = card if previous_card is None else previous_card
+    prev_as_of = _midnight(c_end) if like_for_like else None
+    previous = build_invoice(usage_history, prev_card, org, compare_period, prev_as_of)
+    previous_parts = allocate_invoice(usage_history, previous, prev_card, ALLOCATION_DIMENSIONS)
+
+    projection = None
+    if is_open and with_projection:
+        from metering.forecast import project_invoice
+
+        projection = project_invoice(usage_history, card, org, period, today)
+
+    return BillingOverview(
+        org=org, period=period, compare_period=compare_period, as_of=as_of,
+        like_for_like=like_for_like, invoice=invoice, parts=parts, previous_invoice=previous,
+        previous_parts=previous_parts, previous_window=(c_start, c_end),
+        usage=period_usage(usage_history, org, period, invoice.usage_through),
+        projection=projection,
+    )
+
+
+def slice_frame(frame: pl.DataFrame, filters: Mapping[str, Sequence[str]] | None) -> pl.DataFrame:
+    """Rows of ``frame`` inside the filters (empty sequence = no filter on that column).
+
+    The minimum-commitment true-up row has no project/environment/workload: it belongs to the
+    org, so any active filter leaves it out.
+    """
+    exprs = []
+    for col, values in (filters or {}).items():
+        if col not in SLICE_COLUMNS:
+            raise ValueError(f"unknown filter column {col!r}")
+        if values and col in frame.columns:
+            exprs.append(pl.col(col).is_in(list(values)))
+    return frame.filter(*exprs) if exprs else frame
+
+
+def is_sliced(filters: Mapping[str, Sequence[str]] | None) -> bool:
+    return any(bool(v) for v in (filters or {}).values())
+
+
+def spend_by_dimension(parts: pl.DataFrame, dimension: str) -> pl.DataFrame:
+    """[dimension, amount_cents, quantity_micros], largest spend first (ties by name)."""
+    return (
+        parts.group_by(dimension)
+        .agg(pl.col(AMOUNT_CENTS).sum(), pl.col(QUANTITY_MICROS).sum())
+        .sort([AMOUNT_CENTS, dimension], descending=[True, False], nulls_last=True)
+    )
+
+
+def daily_spend(parts: pl.DataFrame, by: str = METER) -> pl.DataFrame:
+    """[day, by, amount_cents] per day (true-up excluded: it has no day), for charts."""
+    return (
+        parts.filter(pl.col(DAY).is_not_null())
+        .group_by(DAY, by)
+        .agg(pl.col(AMOUNT_CENTS).sum())
+        .sort(DAY, by)
+    )
+
+
+def heavy_work_share(parts: pl.DataFrame) -> tuple[int, int]:
+    """(cents of report and export jobs, total cents) in the slice."""
+    total = int(parts[AMOUNT_CENTS].sum()) if parts.height else 0
+    heavy_rows = parts.filter(pl.col(METER).is_in(list(HEAVY_METERS)))
+    heavy = int(heavy_rows[AMOUNT_CENTS].sum()) if heavy_rows.height else 0
+    return heavy, total
+
+
+def slice_usage(usage: pl.DataFrame, filters: Mapping[str, Sequence[str]] | None) -> pl.DataFrame:
+    return slice_frame(usage, filters)
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def period_progress(period: str, as_of: date | None) -> tuple[int, int]:
+    """(days elapsed, days in period)."""
+    n = days_in_period(period)
+    if as_of is None or period_of(as_of) != period:
+        return n, n
+    return (as_of - period_bounds(period)[0]).days + 1, n
+
+
+def cost_per_billable_lookup(parts: pl.DataFrame) -> tuple[int, int]:
+    """(spend cents of the slice, billable lookups in micro-units): the main unit of value.
+
+    Returns the two exact integers; the display divides them (see ``unit_cost``).
+    """
+    from metering.domain import LOOKUP_METER
+
+    total = int(parts[AMOUNT_CENTS].sum()) if parts.height else 0
+    lk = parts.filter(pl.col(METER) == LOOKUP_METER)
+    return total, int(lk[QUANTITY_MICROS].sum()) if lk.height else 0
+
+
+def unit_cost(cents: int, quantity_micros: int):
+    """Cost per unit as Decimal dollars (6 places, half up); None without quantity."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    if not quantity_micros:
+        return None
+    return (Decimal(cents) * 10**4 / Decimal(quantity_micros)).quantize(Decimal("0.000001"), ROUND_HALF_UP)

@@ -1,0 +1,128 @@
+"""Forecast & alerts: projection band, honest backtest, budgets editor, alert states, anomalies."""
+
+import polars as pl
+import streamlit as st
+
+from metering.anomalies import lane_anomalies
+from metering.budgets import (
+    BudgetError,
+    create_budget,
+    delete_budget,
+    list_budgets,
+    parse_amount,
+    update_budget,
+)
+from metering.forecast import METHOD_LABELS
+from metering.overview import slice_frame
+from ui import charts, data
+from ui.fmt import usd
+from ui.state import current_filters, today
+
+f = current_filters()
+st.title(f"Forecast & alerts · {f.org}")
+ov = data.overview(f.org, f.period, f.compare_period, today())
+p = ov.projection
+
+if p is None:
+    st.info(f"{f.period} is closed: its invoice is final. Pick the open period in the sidebar to see the projection.")
+else:
+    row = st.container(horizontal=True)
+    row.metric("Month to date", usd(p.mtd_cents), border=True)
+    row.metric("Projected total", usd(p.total_cents), border=True)
+    row.metric("80% interval", f"{usd(p.low_cents)} – {usd(p.high_cents)}", border=True)
+    row.metric("Days elapsed", f"{p.days_elapsed} of {p.days_in_period}", border=True)
+    st.subheader("Cumulative spend: actual to date and projection")
+    st.altair_chart(charts.forecast_band(p.daily), width="stretch")
+    st.caption("Whole org, usage lines (the minimum-commit true-up is added to the totals above, not the curve).")
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        st.subheader("Backtest accuracy")
+        bt = pl.DataFrame([{"Cut day": c.cut_day, "Periods": c.periods,
+                            "MAPE (chosen)": None if c.mape is None else c.mape * 100,
+                            "MAPE (run-rate)": None if c.mape_run_rate is None else c.mape_run_rate * 100,
+                            "Interval coverage": None if c.coverage is None else c.coverage * 100}
+                           for c in p.backtest])
+        st.dataframe(bt, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="%.1f%%") for c in ("MAPE (chosen)", "MAPE (run-rate)", "Interval coverage")})
+        st.caption("Projected invoice vs actual on earlier closed periods, cut at day 7/14/21. "
+                   "The nominal interval is 80%; coverage is what was measured.")
+    with c2:
+        st.subheader("Method per series")
+        st.dataframe(pl.DataFrame([{
+            "Meter": charts.meter_label(s.meter), "Environment": s.environment,
+            "Method": METHOD_LABELS.get(s.method, s.method),
+            "Forecast qty": float(s.period_quantity), "Low": float(s.period_quantity_low),
+            "High": float(s.period_quantity_high)} for s in p.series]), hide_index=True, width="stretch",
+            column_config={c: st.column_config.NumberColumn(format="localized") for c in ("Forecast qty", "Low", "High")})
+    with st.expander("Forecast notes"):
+        for n in p.notes:
+            st.markdown(f"- {n}")
+
+st.subheader("Budgets and threshold alerts")
+evals = data.budget_evaluations(f.org, today())
+if evals:
+    rows = []
+    for ev in evals:
+        for t in ev.thresholds:
+            rows.append({"Budget": ev.budget.name or f"{ev.budget.scope}: {ev.budget.scope_value}",
+                         "Scope": f"{ev.budget.scope} {ev.budget.scope_value}",
+                         "Threshold": f"{t.percent}% ({usd(t.threshold_cents)})",
+                         "State": t.state, "On": t.on, "Actual": ev.actual_cents / 100,
+                         "Projected": ev.projected_cents / 100})
+    st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "Actual": st.column_config.NumberColumn(format="dollar"),
+        "Projected": st.column_config.NumberColumn(format="dollar")})
+else:
+    st.info("No budgets yet for this org: add one below.")
+
+opts = data.org_options(f.org)
+with st.expander("Create or edit a budget", expanded=not evals):
+    with st.form("budget_form", clear_on_submit=False):
+        scope = st.selectbox("Scope", ["org", "project", "api_key"], key="b_scope")
+        values = {"org": [f.org], "project": opts["project"], "api_key": opts["api_key"]}[scope]
+        scope_value = st.selectbox("Scope value", values, key="b_value",
+                                   help="For org scope this is the org itself.")
+        amount = st.text_input("Monthly amount (USD)", "5000.00", key="b_amount")
+        thresholds = st.text_input("Thresholds (% of amount)", "50,80,100", key="b_thresholds")
+        name = st.text_input("Name (optional)", "", key="b_name")
+        if st.form_submit_button("Save budget", type="primary"):
+            eng = data.engine()
+            try:
+                existing = [b for b in list_budgets(eng, [f.org], f.org)
+                            if b.scope == scope and b.scope_value == scope_value]
+                cents = parse_amount(amount)
+                if existing:
+                    update_budget(eng, [f.org], existing[0].id, amount_cents=cents, thresholds=thresholds,
+                                  name=name or None)
+                else:
+                    create_budget(eng, [f.org], org=f.org, scope=scope, scope_value=scope_value,
+                                  amount_cents=cents, thresholds=thresholds, name=name or None)
+                data.clear()
+                st.success("Budget saved.")
+            except BudgetError as exc:
+                st.error(f"Not saved: {exc}")
+    budgets = list_budgets(data.engine(), [f.org], f.org)
+    if budgets:
+        victim = st.selectbox("Delete a budget", [b.id for b in budgets], key="b_delete",
+                              format_func=lambda i: next(f"{b.scope} {b.scope_value} · {usd(b.amount_cents)}"
+                                                         for b in budgets if b.id == i))
+        if st.button("Delete", key="b_delete_go"):
+            delete_budget(data.engine(), [f.org], victim)
+            data.clear()
+            st.rerun()
+
+st.subheader("Spend anomalies")
+hist_parts = slice_frame(ov.parts, f.slice())
+per_lane = (hist_parts.filter(pl.col("day").is_not_null())
+            .group_by("day", "project", "workload", "api_key", "meter").agg(pl.col("amount_cents").sum()))
+an = lane_anomalies(per_lane, min_history=7)
+if an.height:
+    st.dataframe(an.head(20).select(
+        pl.col("dimension").alias("Lane type"), pl.col("lane").alias("Lane"), pl.col("day").alias("Day"),
+        (pl.col("amount_cents") / 100).alias("Spend"), (pl.col("baseline_cents") / 100).alias("Baseline"),
+        (pl.col("impact_cents") / 100).alias("Impact"), pl.col("top_meter").alias("Top meter")),
+        hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="dollar") for c in ("Spend", "Baseline", "Impact")})
+    st.caption("Daily spend against a rolling median + MAD baseline of the previous days in the period.")
+else:
+    st.success("No spend spikes in this period's lanes.")

@@ -1,0 +1,134 @@
+"""The shared sidebar filters, bound to the URL so a copied link reopens the same view.
+
+Every filter is a widget with ``bind="query-params"``. Before the widgets render, the raw
+query parameters are checked against the allowed values; anything unknown or malformed is
+named in a warning and falls back to the default (Streamlit drops it from the URL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from metering.domain import ENVIRONMENTS
+from metering.periods import period_of, shift_period
+from ui import data
+
+COMPARE_OPTIONS = {"previous": "Previous month", "last-year": "Same month last year"}
+FILTER_KEYS = ("org", "period", "vs", "project", "env", "workload")
+
+
+@dataclass(frozen=True)
+class Filters:
+    org: str
+    period: str
+    compare: str  # "previous" | "last-year"
+    projects: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+    workloads: tuple[str, ...] = ()
+    periods: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def compare_period(self) -> str:
+        return shift_period(self.period, -1 if self.compare == "previous" else -12)
+
+    def as_dict(self) -> dict[str, str | list[str]]:
+        return {
+            "org": self.org, "period": self.period, "vs": self.compare,
+            "project": list(self.projects), "env": list(self.environments),
+            "workload": list(self.workloads),
+        }
+
+    def slice(self) -> dict[str, tuple[str, ...]]:
+        """Column filters for metering functions (empty = all)."""
+        return {"project": self.projects, "environment": self.environments, "workload": self.workloads}
+
+
+def _periods_between(first: date | None, today: date) -> list[str]:
+    """Periods from the first day with data to the open period, newest first."""
+    last = period_of(today)
+    if first is None:
+        return [last]
+    out, p = [], last
+    start = period_of(first)
+    while p >= start and len(out) < 60:
+        out.append(p)
+        p = shift_period(p, -1)
+    return out
+
+
+def _warn_bad_params(allowed: dict[str, list[str]]) -> None:
+    problems = []
+    for key, options in allowed.items():
+        values = st.query_params.get_all(key)
+        bad = [v for v in values if v not in options]
+        if bad:
+            shown = ", ".join(repr(v[:40]) for v in bad[:3])
+            problems.append(f"**{key}** = {shown}")
+    if problems:
+        st.warning(
+            "This link has values that are unknown or not visible to you, so they were ignored "
+            "and the default is shown instead: " + "; ".join(problems),
+            icon=":material/link_off:",
+        )
+
+
+def sidebar_filters(orgs: list[str], today: date) -> Filters | None:
+    """Render the shared filters (sidebar) and return them; None when there is no org to show."""
+    if not orgs:
+        return None
+    raw_org = st.query_params.get("org")
+    org_guess = raw_org if raw_org in orgs else orgs[0]
+    opts = data.org_options(org_guess)
+    periods = _periods_between(opts["first_day"], today)
+    _warn_bad_params({
+        "org": orgs, "period": periods, "vs": list(COMPARE_OPTIONS),
+        "project": opts["project"], "env": list(ENVIRONMENTS), "workload": opts["workload"],
+    })
+    sb = st.sidebar
+    org = sb.selectbox("Organization", orgs, key="org", bind="query-params")
+    if org != org_guess:  # chosen in the widget this run: options follow the org
+        opts = data.org_options(org)
+        periods = _periods_between(opts["first_day"], today)
+    period = sb.selectbox(
+        "Billing period", periods, key="period", bind="query-params",
+        help="UTC calendar month. The newest is the open period (month to date).",
+    )
+    compare = sb.segmented_control(
+        "Compare with", list(COMPARE_OPTIONS), format_func=COMPARE_OPTIONS.get, key="vs",
+        default="previous", bind="query-params", required=True,
+    ) or "previous"
+    projects = sb.multiselect("Projects", opts["project"], key="project", bind="query-params",
+                              placeholder="All projects")
+    envs = sb.multiselect("Environments", list(ENVIRONMENTS), key="env", bind="query-params",
+                          placeholder="All environments")
+    workloads = sb.multiselect("Workloads", opts["workload"], key="workload", bind="query-params",
+                               placeholder="All workloads")
+    f = Filters(org, period, compare, tuple(projects), tuple(envs), tuple(workloads), tuple(periods))
+    return f
+
+
+def share_query(filters: Filters, **page_params) -> str:
+    """The full query string of this view, defaults included, so the link never drifts."""
+    params = []
+    for k, v in filters.as_dict().items():
+        for item in v if isinstance(v, list) else [v]:
+            params.append((k, item))
+    for k, v in page_params.items():
+        if v is not None:
+            params.append((k, str(v)))
+    return urlencode(params)
+
+
+def current_filters() -> Filters:
+    """The filters app.py resolved for this run."""
+    return st.session_state["filters"]
+
+
+def today() -> date:
+    from metering.periods import utcnow
+
+    return utcnow().date()
