@@ -6,7 +6,6 @@ import io
 import polars as pl
 import streamlit as st
 
-from metering.domain import DIMENSION_LABELS
 from metering.jsonout import dumps
 from ui import charts, data
 from ui.fmt import usd
@@ -46,8 +45,7 @@ st.caption("Traffic minus failed calls, webhook retries and policy exclusions is
            "are the free allowance; the rest is charged.")
 
 st.subheader("Breakdown")
-dim = st.segmented_control("Breakdown by", list(doc["breakdowns"]), format_func=DIMENSION_LABELS.get,
-                           key="by", default="project", bind="query-params", required=True) or "project"
+dim = st.segmented_control("Breakdown by", list(doc["breakdowns"]), key="by", default="project", bind="query-params", required=True) or "project"
 bd = doc["breakdowns"][dim]
 st.dataframe(pl.DataFrame([{k: (str(v) if v is not None else "") for k, v in r.items()} for r in bd]),
              hide_index=True, width="stretch")

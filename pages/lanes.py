@@ -14,7 +14,7 @@ LANE_DIMS = ["project", "workload", "api_key", "environment", "meter"]
 
 f = current_filters()
 st.title(f"Lanes · {f.org}")
-dim = st.segmented_control("Lane dimension", LANE_DIMS, format_func=DIMENSION_LABELS.get, key="dim",
+dim = st.segmented_control("Lane dimension", LANE_DIMS, key="dim",
                            default="project", bind="query-params", required=True) or "project"
 ov = data.overview(f.org, f.period, f.compare_period, today())
 flt = f.slice()

@@ -20,7 +20,7 @@ projects = spend_by_dimension(parts, "project")
 total = int(projects["amount_cents"].sum())
 options = projects["project"].to_list()
 project = st.selectbox("Project", options, key="proj", bind="query-params",
-                       format_func=lambda p: f"{p} · {usd(int(projects.filter(pl.col('project') == p)['amount_cents'][0]))}")
+                       help="Largest spend first.")
 pp = parts.filter(pl.col("project") == project)
 ptotal = int(pp["amount_cents"].sum())
 row = st.container(horizontal=True)

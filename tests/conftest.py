@@ -80,3 +80,36 @@ def pytest_sessionfinish(session, exitstatus):
     if skipped and session.exitstatus == 0:
         reporter.write_line(f"CI: {skipped} test(s) skipped; skipped tests fail CI", red=True)
         session.exitstatus = 1
+
+
+def _demo_db(url: str) -> str:
+    from metering.cli import main
+
+    assert main(["--database-url", url, "init-db"]) == 0
+    assert main(["--database-url", url, "demo", "--days", "240", "--events", "60000", "--seed", "11"]) == 0
+    return url
+
+
+@pytest.fixture(scope="session")
+def demo_sqlite_url(tmp_path_factory) -> str:
+    """A small demo database (SQLite file), shared by the app and browser tests."""
+    return _demo_db(f"sqlite:///{tmp_path_factory.mktemp('demo') / 'demo.db'}")
+
+
+@pytest.fixture(scope="session")
+def demo_pg_url() -> str:
+    """The same small demo in its own PostgreSQL database."""
+    name = PG_DB + "_demo"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return _demo_db(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+
+
+@pytest.fixture(scope="session")
+def demo_period() -> str:
+    from metering.periods import period_of, utcnow
+
+    return period_of(utcnow())

@@ -98,8 +98,8 @@ def sidebar_filters(orgs: list[str], today: date) -> Filters | None:
         help="UTC calendar month. The newest is the open period (month to date).",
     )
     compare = sb.segmented_control(
-        "Compare with", list(COMPARE_OPTIONS), format_func=COMPARE_OPTIONS.get, key="vs",
-        default="previous", bind="query-params", required=True,
+        "Compare with", list(COMPARE_OPTIONS), key="vs", default="previous", bind="query-params",
+        required=True, help="previous: the month before; last-year: the same month a year earlier.",
     ) or "previous"
     projects = sb.multiselect("Projects", opts["project"], key="project", bind="query-params",
                               placeholder="All projects")
