@@ -1,0 +1,229 @@
+"""Load benchmark: PostgreSQL -> Polars by the project's path vs pandas.read_sql vs COPY.
+
+Owns the ``bench_load`` database (created fresh, dropped at the end) on 127.0.0.1:5432: a
+``usage_daily`` table (schema by ``queries.engine.upgrade``) filled by COPY with N unique,
+deterministic rollup rows for one org over ~13 months. Two reads, each three ways:
+
+- raw: every rollup column of the org's rows (``usage_select(orgs, start, end)``);
+- aggregate: pushed-down ``SUM`` by (project, environment, meter, day)
+  (``usage_select(..., group_by=...)``).
+
+Paths: (a) ``queries.usage.load_usage`` (SQLAlchemy rows -> Polars); (b) ``pandas.read_sql``
+of the same statement, then ``polars.from_pandas``; (c) psycopg ``COPY (same SELECT, bound
+parameters) TO STDOUT (FORMAT csv)`` -> ``polars.read_csv`` with explicit types and the same
+final sort as load_usage. Paths (b) and (c) are checked equal to (a), so quantities stay exact
+Int64 micro-units. rows/s = rows returned / wall seconds (median of N).
+
+Run: ``PYTHONPATH=. .venv/bin/python bench/load_compare.py [--rows 1000000] [--repeat 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from metering.domain import (  # noqa: E402
+    DAY,
+    ENVIRONMENT,
+    EVENTS,
+    METER,
+    METER_NAMES,
+    PROJECT,
+    QUANTITY_MICROS,
+    USAGE_SCHEMA,
+    WEBHOOK_METER,
+)
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_DB = "bench_load"
+ORG_NAME = "acme-insurance"
+FIRST_DAY = date(2025, 10, 17)
+N_DAYS = 395
+AGG_KEYS = [PROJECT, ENVIRONMENT, METER, DAY]
+
+
+def run_load(rows: int = 1_000_000, repeat: int = 3, keep: bool = False) -> dict:
+    """Create and fill bench_load, time the three paths for both reads; drop the database."""
+    from queries.engine import make_engine, upgrade
+
+    url = _fresh_database()
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        t0 = time.perf_counter()
+        _fill(engine, rows)
+        fill_s = time.perf_counter() - t0
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE usage_daily"))
+        out = {"rows": rows, "fill_copy_s": fill_s, "reads": {}}
+        for read, group_by in (("raw", None), ("aggregate", AGG_KEYS)):
+            ref = None
+            res = {}
+            for path in ("load_usage", "pandas_read_sql", "copy_csv"):
+                times, frame = [], None
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    frame = READERS[path](engine, group_by)
+                    times.append(time.perf_counter() - t0)
+                if ref is None:
+                    ref = frame
+                elif not frame.equals(ref):
+                    raise AssertionError(f"{path} {read}: frame differs from load_usage")
+                med = statistics.median(times)
+                res[path] = {"median_s": med, "rows": frame.height, "rows_per_s": frame.height / med}
+                print(f"  load {read:9s} {path:16s} {frame.height:>9,} rows {med:.3f} s "
+                      f"{frame.height / med:>12,.0f} rows/s", flush=True)
+            out["reads"][read] = res
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return out
+    finally:
+        engine.dispose()
+        if not keep:
+            _drop_database()
+
+
+def read_load_usage(engine, group_by):
+    from queries.usage import load_usage
+
+    return load_usage(engine, [ORG_NAME], FIRST_DAY, None, group_by=group_by)
+
+
+def read_pandas(engine, group_by):
+    import pandas as pd
+
+    from queries.usage import _coerce, usage_select
+
+    stmt = usage_select([ORG_NAME], FIRST_DAY, None, group_by=group_by)
+    with engine.connect() as conn:
+        pdf = pd.read_sql(stmt, conn)
+    df = pl.from_pandas(pdf)
+    return _coerce(df, {n: USAGE_SCHEMA[n] for n in df.columns})
+
+
+def read_copy_csv(engine, group_by):
+    """COPY (SELECT ...) TO STDOUT (FORMAT csv) with bound parameters -> polars.read_csv."""
+    from queries.usage import usage_select
+
+    stmt = usage_select([ORG_NAME], FIRST_DAY, None, group_by=group_by)
+    compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+    names = [c.name for c in stmt.selected_columns]
+    schema = {n: (pl.String if USAGE_SCHEMA[n] in (pl.Date(), pl.Boolean()) else USAGE_SCHEMA[n])
+              for n in names}
+    buf = io.BytesIO()
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur, cur.copy(f"COPY ({compiled.string}) TO STDOUT (FORMAT csv)",
+                                           compiled.params) as copy:
+            for block in copy:
+                buf.write(block)
+    finally:
+        raw.close()
+    df = pl.read_csv(buf.getvalue(), has_header=False, new_columns=names, schema=schema)
+    exprs = []
+    for n in names:
+        dtype = USAGE_SCHEMA[n]
+        if dtype == pl.Date():
+            exprs.append(pl.col(n).str.to_date("%Y-%m-%d"))
+        elif dtype == pl.Boolean():
+            exprs.append(pl.col(n) == "t")
+        else:
+            exprs.append(pl.col(n))
+    return df.select(exprs).sort([c for c in names if c not in (QUANTITY_MICROS, EVENTS)])
+
+
+READERS = {"load_usage": read_load_usage, "pandas_read_sql": read_pandas, "copy_csv": read_copy_csv}
+
+
+def _fill(engine, rows: int) -> None:
+    """Unique rollup keys: row i -> key index (i * stride) mod (days*keys*meters*workloads)."""
+    import numpy as np
+
+    n_keys, n_work = 600, 5
+    total = N_DAYS * n_keys * len(METER_NAMES) * n_work
+    if rows > total:
+        raise ValueError(f"at most {total} unique rows, asked for {rows}")
+    stride = 1_000_003  # prime, coprime with total -> a permutation of the key space
+    j = (np.arange(rows, dtype=np.int64) * stride) % total
+    day, j = j % N_DAYS, j // N_DAYS
+    key, j = j % n_keys, j // n_keys
+    meter, work = j % len(METER_NAMES), j // len(METER_NAMES)
+    meters = np.array(METER_NAMES)[meter]
+    failed = (np.arange(rows) % 23) == 0
+    retry = (meters == WEBHOOK_METER) & ((np.arange(rows) % 17) == 0)
+    qty = ((np.arange(rows) % 59) + 1) * 1_000_000 + np.where(np.arange(rows) % 10 == 0, 250_000, 0)
+    df = pl.DataFrame({
+        "day": pl.Series(day).cast(pl.Int32),
+        "project": [f"project-{k % 40:02d}" for k in key],
+        "environment": np.where((key // 40) % 2 == 0, "sandbox", "production"),
+        "api_key": [f"key-{k:04d}" for k in key],
+        "meter": meters,
+        "workload": np.array(["underwriting", "workforce-review", "finance-package",
+                              "compliance-package", "bulk-export"])[work],
+        "channel": np.where(meters == WEBHOOK_METER, "delivery", "api"),
+        "status": np.where(failed, "failed", "success"),
+        "retry": retry,
+        "eligible": ~failed & ~retry,
+        "quantity_micros": qty.astype(np.int64),
+        "events": (qty // 1_000_000).astype(np.int64),
+    }).with_columns(
+        (pl.lit(FIRST_DAY) + pl.duration(days=pl.col("day"))).cast(pl.Date).alias("day"),
+        pl.lit(ORG_NAME).alias("org"),
+    )
+    cols = list(USAGE_SCHEMA)
+    buf = io.BytesIO()
+    df.select(cols).write_csv(buf, include_header=False)
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY usage_daily ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
+                copy.write(buf.getvalue())
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def _fresh_database() -> str:
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{PG_DB}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_DB
+
+
+def _drop_database() -> None:
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    args = ap.parse_args(argv)
+    out = run_load(args.rows, args.repeat)
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
