@@ -106,6 +106,10 @@ def _spend(frame: pl.DataFrame, dims) -> pl.DataFrame:
 def steps(usage: pl.DataFrame, keys: pl.DataFrame):
     """(name, callable) pairs; each callable does the work from the priced frame."""
     full = period_windows("2026-04")
+    period_spend = (  # stands for the invoices' totals per period (not timed)
+        usage.group_by(DAY).agg(pl.col("amount_cents").sum())
+        .group_by(pl.col(DAY).dt.strftime("%Y-%m").alias("period")).agg(pl.col("amount_cents").sum())
+    )
     lfl = like_for_like_windows(date(2026, 4, 17))
 
     def concentration(dim):
@@ -127,10 +131,7 @@ def steps(usage: pl.DataFrame, keys: pl.DataFrame):
         spend_prev = prev.group_by("org", API_KEY).agg(pl.col("amount_cents").sum())
         key_consumption(cur, spend_cur)
         key_flags(usage, keys, AS_OF, current_spend=spend_cur, previous_spend=spend_prev)
-        per_period = usage.group_by(pl.col(DAY).dt.strftime("%Y-%m").alias("period")).agg(
-            pl.col("amount_cents").sum()
-        )
-        cost_per_lookup(usage, per_period)
+        cost_per_lookup(usage, period_spend)
         return traffic_by_channel(usage)
 
     out = [(f"spend_concentration({d})", concentration(d)) for d in DIMS]
@@ -140,8 +141,7 @@ def steps(usage: pl.DataFrame, keys: pl.DataFrame):
     out.append(("lane_anomalies(api_key, workload, project)", anomalies))
     out.append(("key_consumption", lambda: key_consumption(usage, _spend(usage, [API_KEY]))))
     out.append(("key_flags", lambda: key_flags(usage, keys, AS_OF)))
-    out.append(("cost_per_lookup", lambda: cost_per_lookup(usage, usage.group_by(
-        pl.col(DAY).dt.strftime("%Y-%m").alias("period")).agg(pl.col("amount_cents").sum()))))
+    out.append(("cost_per_lookup", lambda: cost_per_lookup(usage, period_spend)))
     out.append(("traffic_by_channel", lambda: traffic_by_channel(usage)))
     named = dict(out)
 

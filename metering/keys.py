@@ -113,7 +113,9 @@ def key_flags(
         raise ValueError(f"unused_days must be >= 1, got {unused_days}")
     as_of_dt = _as_datetime(as_of)
     as_of_day = as_of_dt.date()
-    used = usage.filter(pl.col(EVENTS) > 0)
+    used = (  # one row per key, environment and day: the flags need nothing finer
+        usage.filter(pl.col(EVENTS) > 0).group_by(ORG, API_KEY, ENVIRONMENT, DAY).agg(pl.col(EVENTS).sum())
+    )
     k = keys.select(
         ORG, API_KEY, pl.col(ENVIRONMENT).alias("issued_env"),
         pl.col("created_at").dt.date().alias("created_day"),
@@ -193,8 +195,10 @@ def cost_per_lookup(usage: pl.DataFrame, spend_by_period: pl.DataFrame) -> pl.Da
     _check_spend(spend_by_period, "spend_by_period", PERIOD)
     lookups = (
         usage.filter(pl.col(ELIGIBLE) & (pl.col(METER) == LOOKUP_METER))
-        .group_by(pl.col(DAY).dt.strftime("%Y-%m").alias(PERIOD))
+        .group_by(DAY)
         .agg(pl.col(QUANTITY_MICROS).sum().alias("q"))
+        .group_by(pl.col(DAY).dt.strftime("%Y-%m").alias(PERIOD))
+        .agg(pl.col("q").sum())
     )
     money = spend_by_period.group_by(PERIOD).agg(pl.col(AMOUNT_CENTS).cast(pl.Int64).sum())
     joined = money.join(lookups, on=PERIOD, how="left").with_columns(pl.col("q").fill_null(0)).sort(PERIOD)
