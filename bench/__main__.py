@@ -1,0 +1,216 @@
+"""The benchmark suite: one entry point for every speed measurement of the project.
+
+``PYTHONPATH=. .venv/bin/python -m bench [--quick] [--no-doc] [--skip-others]``
+
+Runs, in order: the overview comparison (project Polars vs pandas vs DuckDB, bench/
+overview_compare.py) at 100k, 1M and 10M rollup rows (--quick: 100k and 1M); the PostgreSQL ->
+Polars load comparison (bench/load_compare.py) at 1M rows (--quick: 100k); then the
+standalone benches of the other topics (ingest, invoice, analytics, forecast, demo data) as
+subprocesses, with small sizes under --quick, without letting them rewrite their own sections.
+Prints a summary and writes the "## Suite" section at the top of docs/performance.md (other
+sections are kept as they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.load_compare import run_load  # noqa: E402
+from bench.overview_compare import run_compare  # noqa: E402
+
+DOC = ROOT / "docs" / "performance.md"
+SECTION = "## Suite"
+OVERVIEW_TARGET_ROWS = 10_000_000
+LOAD_TARGET_ROWS_PER_S = 1_000_000
+
+OTHER_BENCHES = {  # name -> (full args, quick args); none of them gets --write
+    "ingest": (["bench/bench_ingest.py", "--events", "1000000", "--no-doc"],
+               ["bench/bench_ingest.py", "--events", "20000", "--no-doc"]),
+    "invoice": (["bench/bench_invoice.py", "--rows", "1000000"],
+                ["bench/bench_invoice.py", "--rows", "100000"]),
+    "analytics": (["bench/bench_analytics.py", "--sizes", "1000000", "--repeat", "3"],
+                  ["bench/bench_analytics.py", "--sizes", "100000", "--repeat", "1"]),
+    "forecast": (["bench/bench_forecast.py"], ["bench/bench_forecast.py"]),
+    "demo_data": (["bench/demo_data.py", "--events", "1000000", "--skip-load"],
+                  ["bench/demo_data.py", "--events", "100000", "--skip-load"]),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="benchmark suite")
+    ap.add_argument("--quick", action="store_true", help="small sizes (minutes, not tens of minutes)")
+    ap.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
+    ap.add_argument("--skip-others", action="store_true", help="skip the other topics' benches")
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]
+    print(f"overview comparison at {', '.join(f'{n:,}' for n in sizes)} rows", flush=True)
+    overview = run_compare(sizes, repeat_small=3, repeat_large=1)
+    load_rows = 100_000 if args.quick else 1_000_000
+    print(f"PostgreSQL -> Polars load at {load_rows:,} rows", flush=True)
+    load = run_load(load_rows, repeat=3)
+    others = {} if args.skip_others else run_others(args.quick)
+    md = suite_section(overview, load, others, args.quick, time.perf_counter() - started)
+    print()
+    print(md)
+    if not args.no_doc:
+        write_section(md)
+        print(f"wrote {SECTION} in {DOC.relative_to(ROOT)}")
+    return 0
+
+
+def run_others(quick: bool) -> dict:
+    """Run each standalone bench in its own process; keep wall time, exit code and output tail."""
+    out = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name, (full, small) in OTHER_BENCHES.items():
+        cmd = [sys.executable, *(small if quick else full)]
+        print(f"{name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        log = Path("/tmp/bench_suite") / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+        out[name] = {"cmd": " ".join(cmd[1:]), "rc": proc.returncode, "wall_s": wall, "log": str(log)}
+        print(f"  {name}: exit {proc.returncode}, {wall:.1f} s (output in {log})", flush=True)
+    return out
+
+
+def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, wall: float) -> str:
+    lines = [
+        SECTION, "",
+        f"Written by `PYTHONPATH=. .venv/bin/python -m bench{' --quick' if quick else ''}` on "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} (suite wall time {wall / 60:.1f} min). "
+        "Reproduce: the same command (`--quick` for 100k/1M overview and a 100k load, a few "
+        "minutes; without it the overview also runs at 10M rows, once). Data: deterministic "
+        "synthetic rollups (seed 7) for one org (`acme-insurance`: 10% discount, webhooks billed) "
+        "over ~13 months, 40 projects, 600 api keys, 6 meters, 5 workloads; the open period "
+        "2026-11 as of 2026-11-15 vs 2026-10 like-for-like.", "",
+        "**Machine:** " + machine(), "",
+        "### Overview: project (Polars) vs pandas vs DuckDB", "",
+        "Same figures three ways, asserted equal to the cent on every run: invoice lines "
+        "(tiers, discount, half-up cents, minimum commit), spend per project by largest-remainder "
+        "allocation over (project, environment, api_key, workload, day) parts, and the same for "
+        "the previous period. Computation only (data already in memory); each implementation in "
+        "its own process; peak RSS = that process's VmHWM (includes reading the Parquet).",
+        "",
+        "| rollup rows | runs | project s | pandas s | DuckDB s | project / DuckDB | pandas / project "
+        "| peak MiB project / pandas / DuckDB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in overview:
+        p, pd_, dk = (r[i]["median_s"] for i in ("project", "pandas", "duckdb"))
+        rss = " / ".join(f"{r[i]['peak_rss_mib']:,.0f}" for i in ("project", "pandas", "duckdb"))
+        lines.append(f"| {r['rows']:,} | {r['repeat']} | {p:.3f} | {pd_:.3f} | {dk:.3f} | "
+                     f"{p / dk:.2f} | {pd_ / p:.1f} | {rss} |")
+    lines += ["", "### PostgreSQL -> Polars", "",
+              f"{load['rows']:,} unique rollup rows in `usage_daily` of a fresh database "
+              f"`bench_load` (filled by COPY in {load['fill_copy_s']:.1f} s, dropped afterwards). "
+              "Median of 3; each path's frame is checked equal to `load_usage`'s (exact Int64 "
+              "micro-units, same sort).", "",
+              "| read | path | rows | median s | rows/s |", "|---|---|---:|---:|---:|"]
+    for read, res in load["reads"].items():
+        for path, v in res.items():
+            lines.append(f"| {read} | {path} | {v['rows']:,} | {v['median_s']:.3f} "
+                         f"| {v['rows_per_s']:,.0f} |")
+    lines += ["", "### Targets", ""]
+    lines += targets(overview, load)
+    if others:
+        lines += ["", "### Other topics' benches (run by the suite)", "",
+                  "Run as subprocesses without `--write`, so their sections below keep their own "
+                  "numbers; full output in the log file.", "",
+                  "| bench | command | exit | wall s |", "|---|---|---:|---:|"]
+        for name, o in others.items():
+            lines.append(f"| {name} | `{o['cmd']}` | {o['rc']} | {o['wall_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(overview: list[dict], load: dict) -> list[str]:
+    out = []
+    big = max(overview, key=lambda r: r["rows"])
+    p, pd_, dk = (big[i]["median_s"] for i in ("project", "pandas", "duckdb"))
+    at = f"at {big['rows']:,} rows" + ("" if big["rows"] >= OVERVIEW_TARGET_ROWS
+                                       else f" (the target is stated at {OVERVIEW_TARGET_ROWS:,})")
+    out.append(f"- Overview no slower than DuckDB {at}: project {p:.3f} s vs DuckDB {dk:.3f} s: "
+               + ("**met**." if p <= dk else f"**missed** by {p / dk:.2f}x ({p - dk:.3f} s)."))
+    out.append(f"- Overview >= 8x faster than pandas {at}: {pd_ / p:.1f}x: "
+               + ("**met**." if pd_ / p >= 8 else f"**missed** ({pd_ / p:.1f}x of 8x)."))
+    for read, res in load["reads"].items():
+        v = res["load_usage"]["rows_per_s"]
+        best = max(res, key=lambda k: res[k]["rows_per_s"])
+        out.append(f"- PostgreSQL -> Polars >= 1M rows/s ({read}): `load_usage` {v:,.0f} rows/s: "
+                   + ("**met**" if v >= LOAD_TARGET_ROWS_PER_S
+                      else f"**missed** by {LOAD_TARGET_ROWS_PER_S / v:.1f}x")
+                   + f"; fastest path `{best}` {res[best]['rows_per_s']:,.0f} rows/s.")
+    return out
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        mem_gib = int(mem.split()[1]) / 1024 / 1024
+    except (OSError, StopIteration):
+        mem_gib = 0.0
+    import duckdb
+    import pandas
+    import polars
+    import psycopg
+    import sqlalchemy
+
+    pg = "?"
+    try:
+        eng = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+        with eng.connect() as conn:
+            pg = conn.execute(sqlalchemy.text("SHOW server_version")).scalar()
+        eng.dispose()
+    except sqlalchemy.exc.SQLAlchemyError:
+        pass
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem_gib:.1f} GiB RAM, shared with other engineers' "
+            f"work; Linux {platform.release()}; Python {platform.python_version()}, Polars "
+            f"{polars.__version__}, pandas {pandas.__version__}, DuckDB {duckdb.__version__}, "
+            f"SQLAlchemy {sqlalchemy.__version__}, psycopg {psycopg.__version__}, PostgreSQL {pg}.")
+
+
+def write_section(md: str) -> None:
+    """Replace (or insert, first after the title paragraph) the Suite section; keep the others."""
+    text = DOC.read_text()
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: md + "\n", text, count=1)
+    else:
+        first = re.search(r"^## ", text, re.M)
+        i = first.start() if first else len(text)
+        text = text[:i] + md + "\n" + text[i:]
+    text = _with_toc(text)
+    DOC.write_text(text)
+
+
+def _with_toc(text: str) -> str:
+    """A short table of contents of the ## sections, just before the first section."""
+    text = re.sub(r"^Contents: .*\n\n", "", text, flags=re.M)
+    heads = re.findall(r"^## (.+)$", text, re.M)
+    toc = "Contents: " + " · ".join(heads) + "\n\n"
+    first = re.search(r"^## ", text, re.M)
+    return text[:first.start()] + toc + text[first.start():] if first else text
+
+
+if __name__ == "__main__":
+    sys.exit(main())
