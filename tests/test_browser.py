@@ -94,16 +94,19 @@ def browser():
 
 def _wait_app(page, text: str, timeout: float = 45_000):
     page.get_by_text(text, exact=False).first.wait_for(timeout=timeout)
-    # wait until Streamlit reports it is no longer running the script
+    # wait until the script run is over (no running indicator, no stale elements), then let
+    # charts and data grids paint
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+              && !document.querySelector('[data-stale="true"]')""", timeout=timeout)
+    page.wait_for_timeout(2500)
 
 
 def test_shared_link_opens_same_view_and_filters_follow_url(server, browser, demo_sqlite_url, demo_period):
     SHOTS.mkdir(parents=True, exist_ok=True)
     inv = json.loads(_cli(demo_sqlite_url, "invoice", "--org", "acme-insurance",
                           "--period", demo_period, "--json").stdout)
-    total = inv["total_usd"]
+    total = inv["total"]
     expected = f"${total:,.2f}"
 
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
@@ -115,8 +118,8 @@ def test_shared_link_opens_same_view_and_filters_follow_url(server, browser, dem
     page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
 
     # change a filter: environments -> production; the URL must follow
-    page.get_by_test_id("stSidebar").get_by_text("All environments").click()
-    page.get_by_role("option", name="production").click()
+    page.get_by_test_id("stSidebar").get_by_test_id("stMultiSelect").nth(1).click()
+    page.get_by_role("option", name="production").first.click()
     page.keyboard.press("Escape")
     page.wait_for_url("**env=production**", timeout=15_000)
     assert "org=acme-insurance" in page.url

@@ -89,14 +89,18 @@ def sidebar_filters(orgs: list[str], today: date) -> Filters | None:
         "project": opts["project"], "env": list(ENVIRONMENTS), "workload": opts["workload"],
     })
     sb = st.sidebar
-    org = sb.selectbox("Organization", orgs, key="org", bind="query-params")
+    # org and period have no widget default (index=None) and are seeded through session state, so
+    # they are always written to the URL: a shared link never drifts to another org or month.
+    _seed("org", orgs, org_guess)
+    org = sb.selectbox("Organization", orgs, key="org", bind="query-params", index=None) or org_guess
     if org != org_guess:  # chosen in the widget this run: options follow the org
         opts = data.org_options(org)
         periods = _periods_between(opts["first_day"], today)
+    _seed("period", periods, periods[0])
     period = sb.selectbox(
-        "Billing period", periods, key="period", bind="query-params",
+        "Billing period", periods, key="period", bind="query-params", index=None,
         help="UTC calendar month. The newest is the open period (month to date).",
-    )
+    ) or periods[0]
     compare = sb.segmented_control(
         "Compare with", list(COMPARE_OPTIONS), key="vs", default="previous", bind="query-params",
         required=True, help="previous: the month before; last-year: the same month a year earlier.",
@@ -109,6 +113,15 @@ def sidebar_filters(orgs: list[str], today: date) -> Filters | None:
                                placeholder="All workloads")
     f = Filters(org, period, compare, tuple(projects), tuple(envs), tuple(workloads), tuple(periods))
     return f
+
+
+def _seed(key: str, options: list[str], default: str) -> None:
+    """Give a bound widget without default a valid value: the URL's if valid, else ``default``."""
+    current = st.session_state.get(key)
+    if current in options:
+        return
+    raw = st.query_params.get(key)
+    st.session_state[key] = raw if raw in options else default
 
 
 def share_query(filters: Filters, **page_params) -> str:
