@@ -13,7 +13,14 @@ import polars as pl
 import sqlalchemy as sa
 
 from metering.domain import (
-    DAY, DIMENSIONS, ELIGIBLE, EVENTS, QUANTITY_MICROS, RETRY, STATUS, USAGE_SCHEMA,
+    DAY,
+    DIMENSIONS,
+    ELIGIBLE,
+    EVENTS,
+    QUANTITY_MICROS,
+    RETRY,
+    STATUS,
+    USAGE_SCHEMA,
 )
 from queries.schema import usage_daily
 
