@@ -281,8 +281,26 @@ def invoice_document(
         "breakdowns": breakdowns,
         "funnel": [_funnel_dict(r) for r in funnel.iter_rows(named=True)],
         "warnings": warnings,
-        "projection": None,
+        "projection": _projection(engine, org, period, inv, card, as_of),
     }
+
+
+def _projection(engine, org: str, period: str, inv: Invoice, card, as_of: datetime | None):
+    """The forecast to period end (metering.forecast) for an open period or an --as-of preview."""
+    from metering.forecast import BACKTEST_PERIODS, project_invoice, projection_json
+    from metering.periods import shift_period
+    from queries.usage import load_usage
+
+    start, end = period_bounds(period)
+    today = datetime.now(UTC).date()
+    if as_of is None and not (start <= today <= end):
+        return None  # a closed period's invoice is final
+    through = inv.usage_through if as_of is not None else min(today, end)
+    if through >= end and as_of is not None and through < today:
+        return None  # as-of on or after the last day of a closed period: nothing left to project
+    history_start, _ = period_bounds(shift_period(period, -BACKTEST_PERIODS - 1))
+    history = load_usage(engine, [org], history_start, through)
+    return projection_json(project_invoice(history, card, org, period, through))
 
 
 def summary_document(engine: sa.Engine, org: str, period: str, orgs=None) -> dict:
