@@ -199,7 +199,7 @@ def validate_text(text: pl.DataFrame) -> ParsedEvents:
     fast = df.with_columns(_fast_columns()).with_columns(
         _fast_ok("_parse_error" in df.columns).alias("_fast_ok")
     )
-    fast_good = fast.filter(pl.col("_fast_ok")).select(
+    fast_good = fast.lazy().filter(pl.col("_fast_ok")).select(
         pl.col(LINE_NUMBER).cast(pl.Int64),
         pl.col(EVENT_ID),
         pl.col("_fast_ts").alias(OCCURRED_AT),
@@ -207,18 +207,17 @@ def validate_text(text: pl.DataFrame) -> ParsedEvents:
         pl.col("_fast_micros").alias(QUANTITY_MICROS),
         pl.col(STATUS).fill_null(DEFAULTS[STATUS]),
         pl.col("_fast_attempt").alias(ATTEMPT),
-    ).cast(GOOD_SCHEMA)
+    ).cast(GOOD_SCHEMA).collect()
     df = fast.filter(~pl.col("_fast_ok")).drop("_fast_ts", "_fast_micros", "_fast_attempt", "_fast_ok")
     df = df.with_columns(
         [_blank_to_null(pl.col(n).str.strip_chars()).alias(f"_{n}") for n in EVENT_FIELDS]
     )
     parse_error = pl.col("_parse_error") if "_parse_error" in df.columns else pl.lit(None, pl.String)
+    rules = _rules()
     checked = df.with_columns(_parsed_columns()).with_columns(
-        pl.when(parse_error.is_not_null()).then(parse_error)
-        .otherwise(pl.concat_str(_reason_exprs(), separator="; ", ignore_nulls=True))
-        .alias(REASON)
+        (parse_error.is_not_null() | _broken(rules)).alias("_broken")
     )
-    good = checked.filter(pl.col(REASON) == "").select(
+    good = checked.filter(~pl.col("_broken")).select(
         pl.col(LINE_NUMBER).cast(pl.Int64),
         pl.col(f"_{EVENT_ID}").alias(EVENT_ID),
         pl.col("_ts").alias(OCCURRED_AT),
@@ -227,7 +226,9 @@ def validate_text(text: pl.DataFrame) -> ParsedEvents:
         pl.col(f"_{STATUS}").fill_null(DEFAULTS[STATUS]).alias(STATUS),
         pl.col("_attempt_int").cast(pl.Int32).alias(ATTEMPT),
     )
-    bad = checked.filter(pl.col(REASON) != "")
+    bad = checked.filter(pl.col("_broken")).with_columns(
+        pl.when(parse_error.is_not_null()).then(parse_error).otherwise(_reason(rules)).alias(REASON)
+    )
     raw_expr = (
         pl.col(RAW) if RAW in bad.columns
         else pl.struct(original).struct.json_encode()
@@ -238,7 +239,8 @@ def validate_text(text: pl.DataFrame) -> ParsedEvents:
         raw_expr.alias(RAW),
         pl.col(REASON),
     )
-    good = pl.concat([fast_good, good.cast(GOOD_SCHEMA)]).sort(LINE_NUMBER)
+    good = good.cast(GOOD_SCHEMA)
+    good = fast_good.merge_sorted(good, key=LINE_NUMBER) if good.height else fast_good
     return ParsedEvents(good=good, rejected=rejected.cast(REJECTED_SCHEMA).sort(LINE_NUMBER))
 
 
@@ -284,7 +286,9 @@ def _read_csv_text(path: Path) -> pl.DataFrame:
     df = df.rename({names[i]: h for i, h in enumerate(header)})
     has_extra = pl.any_horizontal([pl.col(c).is_not_null() for c in extra])
     # a blank line reads as a row of nulls: skip it
-    df = df.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in header]) | has_extra)
+    blank = ~pl.any_horizontal([pl.col(c).is_not_null() for c in [*header, *extra]])
+    if df.select(blank.any()).item():
+        df = df.filter(~blank)  # (a copy of the frame: only when there are blank lines)
     df = df.with_columns(
         pl.when(has_extra).then(pl.lit("row has more fields than the header")).otherwise(None)
         .alias("_parse_error"),
@@ -466,80 +470,76 @@ def _not_one_of(name: str, allowed: Sequence[str]) -> pl.Expr:
     return pl.concat_str(pl.lit(f"{name}: "), _shown(name), pl.lit(f" is not one of {', '.join(allowed)}"))
 
 
-def _missing(name: str) -> pl.Expr:
-    return pl.when(pl.col(f"_{name}").is_null()).then(pl.lit(f"{name}: missing required field"))
-
-
-def _reason_exprs() -> list[pl.Expr]:
-    """One expression per rule: a reason string where the rule is broken, else null."""
-    reasons: list[pl.Expr] = []
+def _rules() -> list[list[tuple[pl.Expr, pl.Expr]]]:
+    """Per field, its rules in order as (broken condition, reason); a field's reason is the
+    first broken rule's. A null condition counts as not broken."""
 
     def col(n: str) -> pl.Expr:
         return pl.col(f"_{n}")
 
+    def says(name: str, text: str) -> pl.Expr:
+        return pl.concat_str(pl.lit(f"{name}: "), _shown(name), pl.lit(text))
+
+    def missing(name: str) -> tuple[pl.Expr, pl.Expr]:
+        return col(name).is_null(), pl.lit(f"{name}: missing required field")
+
+    rules: list[list[tuple[pl.Expr, pl.Expr]]] = []
     for name in (EVENT_ID, API_KEY):
-        reasons.append(
-            _missing(name)
-            .when(col(name).str.len_chars() > MAX_ID_CHARS)
-            .then(pl.format(f"{name}: longer than {MAX_ID_CHARS} characters ({{}})",
-                            col(name).str.len_chars()))
-            .otherwise(None)
-        )
+        rules.append([
+            missing(name),
+            (col(name).str.len_chars() > MAX_ID_CHARS,
+             pl.format(f"{name}: longer than {MAX_ID_CHARS} characters ({{}})", col(name).str.len_chars())),
+        ])
     ts = col(OCCURRED_AT)
-    reasons.append(
-        _missing(OCCURRED_AT)
-        .when(ts.str.contains(_TS_NAIVE))
-        .then(pl.concat_str(pl.lit(f"{OCCURRED_AT}: "), _shown(OCCURRED_AT),
-                            pl.lit(" has no UTC offset (add Z or +hh:mm)")))
-        .when(~ts.str.contains(_TS_WITH_OFFSET))
-        .then(pl.concat_str(pl.lit(f"{OCCURRED_AT}: "), _shown(OCCURRED_AT),
-                            pl.lit(" is not an RFC 3339 timestamp with offset, e.g. 2026-03-01T12:00:00Z")))
-        .when(pl.col("_ts").is_null())
-        .then(pl.concat_str(pl.lit(f"{OCCURRED_AT}: "), _shown(OCCURRED_AT),
-                            pl.lit(" is not a valid date/time")))
-        .otherwise(None)
-    )
+    rules.append([
+        missing(OCCURRED_AT),
+        (ts.str.contains(_TS_NAIVE), says(OCCURRED_AT, " has no UTC offset (add Z or +hh:mm)")),
+        (~ts.str.contains(_TS_WITH_OFFSET),
+         says(OCCURRED_AT, " is not an RFC 3339 timestamp with offset, e.g. 2026-03-01T12:00:00Z")),
+        (pl.col("_ts").is_null(), says(OCCURRED_AT, " is not a valid date/time")),
+    ])
     for name in (ORG, PROJECT, WORKLOAD):
-        reasons.append(
-            _missing(name)
-            .when(~col(name).str.contains(_SLUG))
-            .then(pl.concat_str(pl.lit(f"{name}: "), _shown(name),
-                                pl.lit(" is not a slug (lowercase letters, digits, '-', 1-63 chars)")))
-            .otherwise(None)
-        )
+        rules.append([
+            missing(name),
+            (~col(name).str.contains(_SLUG),
+             says(name, " is not a slug (lowercase letters, digits, '-', 1-63 chars)")),
+        ])
     for name, allowed in ((ENVIRONMENT, ENVIRONMENTS), (METER, METER_NAMES), (CHANNEL, CHANNELS)):
-        reasons.append(_missing(name).when(~col(name).is_in(list(allowed))).then(_not_one_of(name, allowed))
-                       .otherwise(None))
-    reasons.append(  # status is optional: missing means success
-        pl.when(~col(STATUS).is_in(list(STATUSES))).then(_not_one_of(STATUS, STATUSES)).otherwise(None)
-    )
+        rules.append([missing(name), (~col(name).is_in(list(allowed)), _not_one_of(name, allowed))])
+    # status, quantity and attempt are optional: missing means the default
+    rules.append([(~col(STATUS).is_in(list(STATUSES)), _not_one_of(STATUS, STATUSES))])
     q = col(QUANTITY)
-    reasons.append(
-        pl.when(q.is_null()).then(None)
-        .when(q.str.contains(_NEGATIVE_DECIMAL))
-        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY), pl.lit(" is negative; must be >= 0")))
-        .when(~q.str.contains(_DECIMAL))
-        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY), pl.lit(" is not a decimal number")))
-        .when(pl.col("_q_frac_len") > 6)
-        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY),
-                            pl.lit(" has more than 6 decimal places")))
-        .when(pl.col("_q_int_len") > MAX_QUANTITY_INT_DIGITS)
-        .then(pl.concat_str(pl.lit(f"{QUANTITY}: "), _shown(QUANTITY),
-                            pl.lit(f" is too large (must be below 10^{MAX_QUANTITY_INT_DIGITS})")))
-        .otherwise(None)
-    )
+    rules.append([
+        (q.str.contains(_NEGATIVE_DECIMAL), says(QUANTITY, " is negative; must be >= 0")),
+        (~q.str.contains(_DECIMAL), says(QUANTITY, " is not a decimal number")),
+        (pl.col("_q_frac_len") > 6, says(QUANTITY, " has more than 6 decimal places")),
+        (pl.col("_q_int_len") > MAX_QUANTITY_INT_DIGITS,
+         says(QUANTITY, f" is too large (must be below 10^{MAX_QUANTITY_INT_DIGITS})")),
+    ])
     a = col(ATTEMPT)
-    reasons.append(
-        pl.when(a.is_null()).then(None)
-        .when(~a.str.contains(_INTEGER))
-        .then(pl.concat_str(pl.lit(f"{ATTEMPT}: "), _shown(ATTEMPT), pl.lit(" is not a whole number")))
-        .when(pl.col("_a_int_len") > MAX_ATTEMPT_DIGITS)
-        .then(pl.concat_str(pl.lit(f"{ATTEMPT}: "), _shown(ATTEMPT), pl.lit(" is too large")))
-        .when(pl.col("_attempt_int") < 1)
-        .then(pl.concat_str(pl.lit(f"{ATTEMPT}: "), _shown(ATTEMPT), pl.lit(" must be >= 1")))
-        .otherwise(None)
-    )
-    return reasons
+    rules.append([
+        (~a.str.contains(_INTEGER), says(ATTEMPT, " is not a whole number")),
+        (pl.col("_a_int_len") > MAX_ATTEMPT_DIGITS, says(ATTEMPT, " is too large")),
+        (pl.col("_attempt_int") < 1, says(ATTEMPT, " must be >= 1")),
+    ])
+    return rules
+
+
+def _broken(rules) -> pl.Expr:
+    """True where any rule is broken (cheap: booleans only)."""
+    return pl.any_horizontal([cond.fill_null(False) for field_rules in rules for cond, _ in field_rules])
+
+
+def _reason(rules) -> pl.Expr:
+    """The reasons of the broken rules, '; '-joined (only evaluated on rows known to be broken)."""
+    per_field = []
+    for field_rules in rules:
+        (cond, msg), *rest = field_rules
+        expr = pl.when(cond).then(msg)
+        for cond, msg in rest:
+            expr = expr.when(cond).then(msg)
+        per_field.append(expr.otherwise(None))
+    return pl.concat_str(per_field, separator="; ", ignore_nulls=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,9 +553,12 @@ def _store(
     from queries import store
 
     now = now or utcnow()
-    good = parsed.good.sort(LINE_NUMBER)
-    unique = good.unique(subset=[ORG, EVENT_ID], keep="first", maintain_order=True)
-    in_file_dups = good.height - unique.height
+    good = parsed.good
+    if not good[LINE_NUMBER].is_sorted():
+        good = good.sort(LINE_NUMBER)
+    first = pl.struct(ORG, EVENT_ID).is_first_distinct()  # first occurrence in the file wins
+    in_file_dups = good.height - int(good.select(first.sum()).item())
+    unique = good.filter(first) if in_file_dups else good
     bar = _progress_bar(source, unique.height) if progress else None
     try:
         counts = store.store_batch(
