@@ -42,6 +42,7 @@ QUANTITY = "quantity"
 ATTEMPT = "attempt"
 LINE_NUMBER = "line_number"
 RAW = "raw"
+TYPED_TS = "_ts_typed"
 REASON = "reason"
 
 REQUIRED_FIELDS = (EVENT_ID, OCCURRED_AT, ORG, PROJECT, ENVIRONMENT, API_KEY, METER, WORKLOAD, CHANNEL)
@@ -196,7 +197,7 @@ def validate_text(text: pl.DataFrame) -> ParsedEvents:
     # quantities) are typed with cheap expressions. Every other row goes through the full,
     # lenient path below, which is the reference: the fast path accepts a subset of what it
     # accepts, with identical values.
-    fast = df.with_columns(_fast_columns()).with_columns(
+    fast = df.with_columns(_fast_columns(TYPED_TS in df.columns)).with_columns(
         _fast_ok("_parse_error" in df.columns).alias("_fast_ok")
     )
     fast_good = fast.lazy().filter(pl.col("_fast_ok")).select(
@@ -208,7 +209,9 @@ def validate_text(text: pl.DataFrame) -> ParsedEvents:
         pl.col(STATUS).fill_null(DEFAULTS[STATUS]),
         pl.col("_fast_attempt").alias(ATTEMPT),
     ).cast(GOOD_SCHEMA).collect()
-    df = fast.filter(~pl.col("_fast_ok")).drop("_fast_ts", "_fast_micros", "_fast_attempt", "_fast_ok")
+    df = fast.filter(~pl.col("_fast_ok")).drop(
+        "_fast_ts", "_fast_micros", "_fast_attempt", "_fast_ok", TYPED_TS, strict=False
+    )
     df = df.with_columns(
         [_blank_to_null(pl.col(n).str.strip_chars()).alias(f"_{n}") for n in EVENT_FIELDS]
     )
@@ -342,6 +345,7 @@ def _frame_as_text(df: pl.DataFrame, source: str) -> pl.DataFrame:
     if missing:
         raise UnreadableInput(f"{source}: lacks required column(s) {', '.join(missing)}")
     cols = []
+    typed_ts = None
     for name in EVENT_FIELDS:
         if name not in df.columns:
             continue
@@ -351,10 +355,13 @@ def _frame_as_text(df: pl.DataFrame, source: str) -> pl.DataFrame:
             if dtype.time_zone is None:
                 col = col.dt.strftime("%Y-%m-%dT%H:%M:%S%.f")  # naive: rejected for lacking an offset
             else:
+                typed_ts = pl.col(name).dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias(TYPED_TS)
                 col = col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z")
         elif isinstance(dtype, pl.List | pl.Struct | pl.Array | pl.Object):
             raise UnreadableInput(f"{source}: column {name!r} has unsupported type {dtype}")
         cols.append(col.cast(pl.String).alias(name))
+    if typed_ts is not None:
+        cols.append(typed_ts)  # lets the fast path skip re-parsing the text it was formatted to
     return df.select(cols).with_row_index(LINE_NUMBER, offset=1).with_columns(
         pl.col(LINE_NUMBER).cast(pl.Int64)
     )
@@ -390,14 +397,18 @@ _FAST_QUANTITY = r"^\d{1,12}(\.\d{1,6})?$"
 _FAST_ATTEMPT = r"^[1-9]\d{0,8}$"
 
 
-def _fast_columns() -> list[pl.Expr]:
+def _fast_columns(typed_ts: bool = False) -> list[pl.Expr]:
     ts = pl.col(OCCURRED_AT)
     q = pl.col(QUANTITY)
     a = pl.col(ATTEMPT)
-    return [
-        pl.when(ts.str.contains(_FAST_TS))
+    fast_ts = (
+        pl.col(TYPED_TS) if typed_ts
+        else pl.when(ts.str.contains(_FAST_TS))
         .then(ts.str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False, time_unit="us"))
-        .otherwise(None).dt.replace_time_zone("UTC").alias("_fast_ts"),
+        .otherwise(None).dt.replace_time_zone("UTC")
+    )
+    return [
+        fast_ts.alias("_fast_ts"),
         pl.when(q.is_null()).then(pl.lit(QUANTITY_SCALE, pl.Int64))
         .when(q.str.contains(_FAST_QUANTITY))
         .then((q.cast(pl.Decimal(18, 6), strict=False) * QUANTITY_SCALE).cast(pl.Int64, strict=False))
