@@ -10,6 +10,7 @@ the value. Storage (one transaction per file, idempotent on (org, event_id)) is 
 from __future__ import annotations
 
 import getpass
+import io
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -317,19 +318,44 @@ def _read_jsonl_text(path: Path) -> pl.DataFrame:
     df = lines.to_frame().with_row_index(LINE_NUMBER, offset=1)
     df = df.with_columns(pl.col(RAW).str.strip_chars_end("\r"))
     df = df.filter(pl.col(RAW).str.strip_chars() != "")
-    obj = pl.col(RAW).str.json_path_match("$")
-    is_object = obj.is_not_null() & pl.col(RAW).str.strip_chars_start().str.starts_with("{")
-    cols = []
-    for name in EVENT_FIELDS:
-        value = pl.col(RAW).str.json_path_match(f"$.{name}")
-        if name in (QUANTITY, ATTEMPT):
-            value = _exact_json_number(name, value)
-        cols.append(pl.when(is_object).then(value).otherwise(None).alias(name))
-    return df.with_columns(
-        *cols,
-        pl.when(is_object).then(None).otherwise(pl.lit("line is not a JSON object (malformed JSON)"))
-        .alias("_parse_error"),
-    ).with_columns(pl.col(LINE_NUMBER).cast(pl.Int64))
+    schema = {n: pl.String for n in EVENT_FIELDS}
+    starts_object = pl.col(RAW).str.strip_chars_start().str.starts_with("{")
+    fields = None
+    if df.select(starts_object.all()).item():
+        try:  # the usual case: every line is an object; decode them all at once as text fields
+            fields = _read_ndjson_text(df[RAW], schema)
+        except Exception:  # some line is malformed: find it below
+            fields = None
+    if fields is not None and fields.height == df.height:
+        valid, invalid = df, df.clear()
+    else:
+        is_object = starts_object & pl.col(RAW).str.json_path_match("$").is_not_null()
+        df = df.with_columns(is_object.alias("_is_object"))
+        valid = df.filter(pl.col("_is_object")).drop("_is_object")
+        invalid = df.filter(~pl.col("_is_object")).drop("_is_object")
+        try:
+            fields = _read_ndjson_text(valid[RAW], schema)
+            if fields.height != valid.height:
+                raise ValueError("row count mismatch")
+        except Exception:  # fall back to one JSON path lookup per field
+            fields = valid.select(pl.col(RAW).str.json_path_match(f"$.{n}").alias(n) for n in EVENT_FIELDS)
+    valid = pl.concat([valid, fields], how="horizontal").with_columns(
+        _exact_json_number(n, pl.col(n)).alias(n) for n in (QUANTITY, ATTEMPT)
+    )
+    invalid = invalid.with_columns(
+        *[pl.lit(None, pl.String).alias(n) for n in EVENT_FIELDS],
+        pl.lit("line is not a JSON object (malformed JSON)").alias("_parse_error"),
+    )
+    valid = valid.with_columns(pl.lit(None, pl.String).alias("_parse_error"))
+    out = valid.merge_sorted(invalid.select(valid.columns), key=LINE_NUMBER) if invalid.height else valid
+    return out.with_columns(pl.col(LINE_NUMBER).cast(pl.Int64))
+
+
+def _read_ndjson_text(lines: pl.Series, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    if lines.len() == 0:
+        return pl.DataFrame(schema=schema)
+    joined = lines.str.join("\n").item()
+    return pl.read_ndjson(io.BytesIO(joined.encode()), schema=schema)
 
 
 def _exact_json_number(name: str, value: pl.Expr) -> pl.Expr:
