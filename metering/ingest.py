@@ -10,7 +10,6 @@ the value. Storage (one transaction per file, idempotent on (org, event_id)) is 
 from __future__ import annotations
 
 import getpass
-import io
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -305,25 +304,18 @@ def _read_csv_text(path: Path) -> pl.DataFrame:
 
 def _read_jsonl_text(path: Path) -> pl.DataFrame:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableInput(f"{path}: cannot read ({exc})") from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnreadableInput(f"{path}: not UTF-8 text ({exc})") from exc
-    if "\x00" in text:
-        raise UnreadableInput(f"{path}: binary data (NUL bytes) in a JSON Lines file")
-    lines = pl.Series(RAW, text.split("\n"), dtype=pl.String)
-    df = lines.to_frame().with_row_index(LINE_NUMBER, offset=1)
-    df = df.with_columns(pl.col(RAW).str.strip_chars_end("\r"))
+        df = pl.read_lines(path, name=RAW, row_index_name=LINE_NUMBER, row_index_offset=1)
+    except Exception as exc:  # polars: "invalid utf8" and I/O errors
+        raise UnreadableInput(f"{path}: not readable UTF-8 text ({_first_line(exc)})") from exc
+    bom = df.height > 0 and df[RAW][0].startswith("\ufeff")
+    df = df.with_columns(pl.col(RAW).str.strip_prefix("\ufeff").str.strip_chars_end("\r"))
     df = df.filter(pl.col(RAW).str.strip_chars() != "")
     schema = {n: pl.String for n in EVENT_FIELDS}
     starts_object = pl.col(RAW).str.strip_chars_start().str.starts_with("{")
     fields = None
     if df.select(starts_object.all()).item():
         try:  # the usual case: every line is an object; decode them all at once as text fields
-            fields = _read_ndjson_text(df[RAW], schema)
+            fields = _read_ndjson_text(path if not bom else df[RAW], schema)
         except Exception:  # some line is malformed: find it below
             fields = None
     if fields is not None and fields.height == df.height:
@@ -351,11 +343,13 @@ def _read_jsonl_text(path: Path) -> pl.DataFrame:
     return out.with_columns(pl.col(LINE_NUMBER).cast(pl.Int64))
 
 
-def _read_ndjson_text(lines: pl.Series, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _read_ndjson_text(lines: pl.Series | Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Every field as text (numbers, booleans, objects as their JSON text)."""
+    if isinstance(lines, Path):
+        return pl.read_ndjson(lines, schema=schema)
     if lines.len() == 0:
         return pl.DataFrame(schema=schema)
-    joined = lines.str.join("\n").item()
-    return pl.read_ndjson(io.BytesIO(joined.encode()), schema=schema)
+    return pl.read_ndjson(lines.str.join("\n").item().encode(), schema=schema)
 
 
 def _exact_json_number(name: str, value: pl.Expr) -> pl.Expr:

@@ -271,7 +271,7 @@ def test_typed_parquet_columns(tmp_path):
     [
         ("e.txt", b"x", "unknown file type '.txt'"),
         ("e.parquet", b"PAR1 not really parquet", "not a readable Parquet file"),
-        ("e.jsonl", b'{"a": "\xff\xfe"}\n', "not UTF-8"),
+        ("e.jsonl", b'{"a": "\xff\xfe"}\n', "not readable UTF-8"),
         ("e.csv", b"event_id,org\n1,a\n", "CSV header lacks required column(s) occurred_at, project"),
         ("e.csv", b"", "empty file"),
     ],
@@ -584,3 +584,15 @@ def test_frame_and_sql_derivations_give_the_same_tables(engine, tmp_path, monkey
         snap.pop("usage_events")
     assert from_sql == from_frame
     assert len(from_frame["usage_daily"]) > 50 and len(from_frame["restatements"]) == 4
+
+
+@pytest.mark.parametrize("prefix", ["", "\ufeff"])
+def test_jsonl_blank_lines_crlf_and_bom(tmp_path, prefix):
+    rows = [{**BASE, "event_id": f"e{i}", "quantity": 2.5 if i else "7"} for i in range(3)]
+    text = prefix + json.dumps(rows[0]) + "\r\n\r\n" + json.dumps(rows[1]) + "\n\n\n" + json.dumps(rows[2])
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(text.encode())
+    parsed = parse_events(path)
+    assert parsed.rejected.height == 0
+    assert parsed.good.select("line_number", "event_id", "quantity_micros").rows() == [
+        (1, "e0", 7_000_000), (3, "e1", 2_500_000), (6, "e2", 2_500_000)]
