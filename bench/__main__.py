@@ -35,6 +35,40 @@ SECTION = "## Suite"
 OVERVIEW_TARGET_ROWS = 10_000_000
 LOAD_TARGET_ROWS_PER_S = 1_000_000
 
+ANALYSIS = """\
+**Why, and what would close it** (profiled by hand on 2026-11-26 at 10M rows, same data):
+
+- *Overview vs pandas (target 8x, measured about 1x).* The overview reads only two windows of
+  the 13-month history (2026-11-01..15 and 2026-10-01..15, about 7.6% of the rows), so every
+  implementation is "filter 10M rows, group ~380k rows into ~160k parts, rank remainders".
+  pandas' groupby/sort on that is not 8x slower than Polars; the target assumes a full-history
+  computation. Inside the project's code, `billing_overview` filters the whole frame five
+  times (build_invoice and allocate_invoice for each period, plus period_usage) and
+  `allocate_invoice` is about 0.31 s per period, of which the group-by is 0.09 s and the rest
+  the sort by (meter, environment, remainder, project, api_key, workload, day) strings, the
+  `.over()` windows and `_check_quantities` (another group-by). Slicing the frame once to the
+  org and both windows before `billing_overview` only took 1.89 s -> 1.67 s. To close the gap:
+  (1) in metering/overview.py slice `usage_history` once (lazy: org, [compare start, today])
+  and pass the slice down; (2) in metering/allocate.py rank remainders on integer-encoded keys
+  (categoricals / dictionary codes, or only re-sort the few parts that can receive a cent:
+  the top `left` remainders per line, via `top_k`) instead of a full string sort, and fold
+  `_check_quantities` into the same grouped frame; (3) keep the pushed-down aggregate in
+  PostgreSQL (see docs/scaling.md) so Polars receives parts, not raw rollups.
+- *Overview vs DuckDB.* Roughly on par: project/DuckDB ranged 0.3-2.5x over the sizes and
+  runs (one run at 10M; the machine is shared and run-to-run noise is large). DuckDB does
+  each period in one pass over the table.
+- *PostgreSQL -> Polars (target 1M rows/s).* `queries.usage.load_usage` builds SQLAlchemy Row
+  objects, then `pl.DataFrame(rows, orient="row", infer_schema_length=None)` walks them in
+  Python, then casts and sorts: about 12 us per row. `COPY (same SELECT, bound parameters)
+  TO STDOUT (FORMAT csv)` -> `polars.read_csv` returns the identical frame 4x (100k rows) to
+  7.9x (1M rows) faster on the raw slice; the rest is PostgreSQL producing the rows on 2
+  shared cores. The aggregate read
+  is bounded by PostgreSQL's GROUP BY over the 1M rows (~1.5 s whatever the client), so its
+  rows/s counts only the 190k output rows. Switching `load_usage` to COPY on PostgreSQL
+  (SQLite keeps the current path) is the fix; ADBC/connectorx were not tried (new
+  dependencies; COPY needs none).
+"""
+
 OTHER_BENCHES = {  # name -> (full args, quick args); none of them gets --write
     "ingest": (["bench/bench_ingest.py", "--events", "1000000", "--no-doc"],
                ["bench/bench_ingest.py", "--events", "20000", "--no-doc"]),
@@ -128,6 +162,7 @@ def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, w
                          f"| {v['rows_per_s']:,.0f} |")
     lines += ["", "### Targets", ""]
     lines += targets(overview, load)
+    lines += ["", ANALYSIS]
     if others:
         lines += ["", "### Other topics' benches (run by the suite)", "",
                   "Run as subprocesses without `--write`, so their sections below keep their own "

@@ -70,7 +70,12 @@ def run_load(rows: int = 1_000_000, repeat: int = 3, keep: bool = False) -> dict
         fill_s = time.perf_counter() - t0
         with engine.begin() as conn:
             conn.execute(sa.text("ANALYZE usage_daily"))
-        out = {"rows": rows, "fill_copy_s": fill_s, "reads": {}}
+            heap, total = conn.execute(sa.text(
+                "SELECT pg_relation_size('usage_daily'), pg_total_relation_size('usage_daily')")).one()
+        out = {"rows": rows, "fill_copy_s": fill_s, "heap_bytes": heap, "total_bytes": total,
+               "reads": {}}
+        print(f"  usage_daily: {rows:,} rows, heap {heap / rows:.0f} B/row, with indexes "
+              f"{total / rows:.0f} B/row", flush=True)
         for read, group_by in (("raw", None), ("aggregate", AGG_KEYS)):
             ref = None
             res = {}
