@@ -70,8 +70,22 @@ def main() -> int:
               f"(parse {result['parse_seconds']:.2f}s)  peak RSS {result['peak_rss_mb']:.0f} MB  "
               f"accepted {result['accepted']:,} dup {result['duplicates']:,} rejected {result['rejected']:,}",
               flush=True)
+    parse_results = []
+    for fmt in ("csv", "jsonl", "parquet"):  # parse + validate only, every format
+        fpath = WORK / f"events_{args.events}.{fmt}"
+        if not fpath.exists():
+            write(frame, fpath)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "parse", "-", str(fpath)],
+            check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["format"] = fmt
+        parse_results.append(r)
+        print(f"parse {fmt:>8}: {r['events_per_s']:,.0f} events/s  {r['seconds']:.2f}s  "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     if not args.no_doc:
-        _write_doc(results, args)
+        _write_doc(results, parse_results, args)
     return 0
 
 
@@ -141,6 +155,14 @@ def _child(target: str, url: str, file: str) -> int:
     from metering import ingest
     from queries.engine import make_engine, upgrade
 
+    if target == "parse":
+        t0 = time.perf_counter()
+        parsed = ingest.parse_events(file)
+        seconds = time.perf_counter() - t0
+        rows = parsed.good.height + parsed.rejected.height
+        print(json.dumps({"rows": rows, "seconds": seconds, "events_per_s": rows / seconds,
+                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return 0
     engine = make_engine(url)
     upgrade(engine)
     t_parse = time.perf_counter()
@@ -183,14 +205,16 @@ def _drop_pg() -> None:
     admin.dispose()
 
 
-def _write_doc(results: list[dict], args) -> None:
+def _write_doc(results: list[dict], parse_results: list[dict], args) -> None:
     lines = [
         SECTION,
         "",
         "`PYTHONPATH=. .venv/bin/python bench/bench_ingest.py "
         f"--events {args.events} --format {args.format}` "
         f"({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"polars {pl.__version__}). One {args.format.upper()} file of {args.events:,} generated events "
+        f"polars {pl.__version__}; load average {os.getloadavg()[0]:.1f} at the end: the machine is "
+        "shared with other engineers, so numbers vary run to run). "
+        f"One {args.format.upper()} file of {args.events:,} generated events "
         "(~1% in-file duplicates, ~0.1% invalid rows), ingested into an empty database as one run "
         "(one transaction); wall time of `ingest_files` = parse + validate + dedupe + store + rollup "
         "+ commit; each target in its own subprocess (peak RSS = `ru_maxrss`).",
@@ -202,6 +226,17 @@ def _write_doc(results: list[dict], args) -> None:
         lines.append(
             f"| {r['target']} | {r['events_per_s']:,.0f} | {r['seconds']:.2f} | {r['parse_seconds']:.2f} "
             f"| {r['peak_rss_mb']:.0f} | {r['accepted']:,} | {r['duplicates']:,} | {r['rejected']:,} |"
+        )
+    lines += [
+        "",
+        "Parse + validate only (no database), same events in each format, own subprocess each:",
+        "",
+        "| format | events/s | s | peak RSS MB |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in parse_results:
+        lines.append(
+            f"| {r['format']} | {r['events_per_s']:,.0f} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |"
         )
     lines += ["", *NOTES, ""]
     text = DOC.read_text() if DOC.exists() else "# Performance\n\n"
@@ -216,12 +251,27 @@ def _write_doc(results: list[dict], args) -> None:
 
 
 NOTES = [
-    "How: validation is one Polars expression pass over text columns; PostgreSQL loads with "
-    "psycopg COPY (CSV written by Polars in 100k-row chunks) into a temporary staging table, "
-    "then `INSERT ... SELECT ... ON CONFLICT (org, event_id) DO NOTHING`; SQLite uses "
-    "`executemany` of `INSERT ... ON CONFLICT DO NOTHING` on the raw sqlite3 cursor. The daily "
-    "rollup, api keys, orgs/projects and restatements are then derived in SQL from the rows of "
-    "this run (`ingest_run_id`).",
+    "How: every field is read as text and validated in Polars expressions. Rows in canonical "
+    "form (no surrounding blanks, `YYYY-MM-DDTHH:MM:SSZ`, plain decimal quantity) are typed by a "
+    "cheap fast path; the rest (here the ~20% with a `-03:00` offset and the invalid rows) go "
+    "through the full lenient path, which also builds reasons, only for broken rows. JSON Lines "
+    "are decoded in one `read_ndjson` call with every field as text. PostgreSQL: psycopg COPY "
+    "(CSV written by Polars in 100k-row chunks) straight into `usage_events` under a savepoint; "
+    "only if an (org, event_id) is already stored does it roll back to the savepoint and load "
+    "through a temporary staging table with `INSERT ... ON CONFLICT DO NOTHING`. SQLite: "
+    "`executemany` of `INSERT ... ON CONFLICT DO NOTHING` on the raw sqlite3 cursor. When every "
+    "event of the batch was new, the daily rollup, api keys, orgs/projects and restatements are "
+    "computed in Polars from the batch and upserted (rollup: COPY to a staging table, one "
+    "`INSERT ... ON CONFLICT DO UPDATE`); otherwise in SQL from the rows this run inserted.",
+    "",
+    "Before these changes (first version: COPY into staging + `INSERT ... SELECT ... ON CONFLICT`, "
+    "rollup/keys aggregated in SQL, every row through the full validation path) the same 1M "
+    "CSV took ~25 s into PostgreSQL (~40k events/s): parse 3.3 s, events insert 6.4 s, "
+    "rollup upsert 10.4 s, keys 3.3 s, restatements 1.2 s.",
+    "",
+    "Peak RSS is dominated by Polars reading the whole file as text (~0.5 GB for the 126 MB "
+    "CSV) plus the validated frame; files are ingested as one batch, so memory grows with file "
+    "size (split very large files).",
 ]
 
 
