@@ -60,8 +60,8 @@ ANALYSIS = """\
 - *PostgreSQL -> Polars (target 1M rows/s).* `queries.usage.load_usage` builds SQLAlchemy Row
   objects, then `pl.DataFrame(rows, orient="row", infer_schema_length=None)` walks them in
   Python, then casts and sorts: about 12 us per row. `COPY (same SELECT, bound parameters)
-  TO STDOUT (FORMAT csv)` -> `polars.read_csv` returns the identical frame 4x (100k rows) to
-  7.9x (1M rows) faster on the raw slice; the rest is PostgreSQL producing the rows on 2
+  TO STDOUT (FORMAT csv)` -> `polars.read_csv` returns the identical frame 3.7-7.9x faster
+  on the 1M raw slice (two runs; 4x at 100k); the rest is PostgreSQL producing the rows on 2
   shared cores. The aggregate read
   is bounded by PostgreSQL's GROUP BY over the 1M rows (~1.5 s whatever the client), so its
   rows/s counts only the 190k output rows. Switching `load_usage` to COPY on PostgreSQL
