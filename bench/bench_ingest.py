@@ -67,6 +67,7 @@ def main() -> int:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(result)
         print(f"{target:>10}: {result['events_per_s']:,.0f} events/s  wall {result['seconds']:.2f}s "
+              f"re-ingest {result['reingest_seconds']:.2f}s "
               f"(parse {result['parse_seconds']:.2f}s)  peak RSS {result['peak_rss_mb']:.0f} MB  "
               f"accepted {result['accepted']:,} dup {result['duplicates']:,} rejected {result['rejected']:,}",
               flush=True)
@@ -171,6 +172,10 @@ def _child(target: str, url: str, file: str) -> int:
     t0 = time.perf_counter()
     (result,) = ingest.ingest_files(engine, [file], run_by="bench")
     seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    (again,) = ingest.ingest_files(engine, [file], run_by="bench")  # all duplicates now
+    reingest_seconds = time.perf_counter() - t0
+    assert again.accepted == 0
     with engine.connect() as conn:
         daily = conn.execute(sa.text("SELECT count(*), sum(events) FROM usage_daily")).one()
     engine.dispose()
@@ -179,6 +184,7 @@ def _child(target: str, url: str, file: str) -> int:
         "target": target, "rows": result.rows_read, "accepted": result.accepted,
         "duplicates": result.duplicates, "rejected": result.rejected, "seconds": seconds,
         "parse_seconds": parse_seconds, "events_per_s": result.rows_read / seconds,
+        "reingest_seconds": reingest_seconds,
         "peak_rss_mb": peak_kb / 1024, "rollup_rows": daily[0], "rollup_events": int(daily[1] or 0),
     }))
     return 0
@@ -219,15 +225,21 @@ def _write_doc(results: list[dict], parse_results: list[dict], args) -> None:
         "(one transaction); wall time of `ingest_files` = parse + validate + dedupe + store + rollup "
         "+ commit; each target in its own subprocess (peak RSS = `ru_maxrss`).",
         "",
-        "| target | events/s | wall s | of which parse s | peak RSS MB | accepted | duplicates | rejected |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | events/s | wall s | of which parse s | peak RSS MB | accepted | duplicates | rejected "
+        "| re-ingest s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['target']} | {r['events_per_s']:,.0f} | {r['seconds']:.2f} | {r['parse_seconds']:.2f} "
-            f"| {r['peak_rss_mb']:.0f} | {r['accepted']:,} | {r['duplicates']:,} | {r['rejected']:,} |"
+            f"| {r['peak_rss_mb']:.0f} | {r['accepted']:,} | {r['duplicates']:,} | {r['rejected']:,} "
+            f"| {r['reingest_seconds']:.2f} |"
         )
     lines += [
+        "",
+        "Re-ingest s: the same file again into the now-full store (every event a duplicate: on "
+        "PostgreSQL the direct COPY hits the unique key, rolls back to its savepoint and the "
+        "batch goes through the staging table with `ON CONFLICT DO NOTHING`; nothing is added).",
         "",
         "Parse + validate only (no database), same events in each format, own subprocess each:",
         "",
@@ -268,6 +280,10 @@ NOTES = [
     "rollup/keys aggregated in SQL, every row through the full validation path) the same 1M "
     "CSV took ~25 s into PostgreSQL (~40k events/s): parse 3.3 s, events insert 6.4 s, "
     "rollup upsert 10.4 s, keys 3.3 s, restatements 1.2 s.",
+    "",
+    "Run-to-run spread on this shared machine (the last four runs, load average 2.5-7): "
+    "PostgreSQL 128k-206k events/s, SQLite 90k-185k events/s; the >= 100k events/s PostgreSQL "
+    "target was met in every run.",
     "",
     "Peak RSS is dominated by Polars reading the whole file as text (~0.5 GB for the 126 MB "
     "CSV) plus the validated frame; files are ingested as one batch, so memory grows with file "

@@ -158,10 +158,7 @@ def ingest_frame(
     run_by: str | None = None,
 ) -> IngestResult:
     """Validate and store a frame of events as one ingest run (one transaction)."""
-    try:
-        parsed = events_from_frame(events, source)
-    except UnreadableInput:
-        raise
+    parsed = events_from_frame(events, source)
     return _store(engine, parsed, source, now=now, run_by=run_by, rows_read=events.height)
 
 
