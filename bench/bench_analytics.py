@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import statistics
 import time
@@ -157,48 +158,52 @@ def steps(usage: pl.DataFrame, keys: pl.DataFrame):
     return out
 
 
-def measure(rows: int, repeat: int) -> list[tuple[str, float]]:
+def measure(rows: int, repeat: int) -> list[tuple[str, float, float]]:
     t0 = time.perf_counter()
     usage = synthetic_usage(rows)
     build = time.perf_counter() - t0
     keys = synthetic_keys()
-    results = [("(build synthetic frame)", build)]
+    results = [("(build synthetic frame)", build, build)]
     for name, fn in steps(usage, keys):
-        times = []
+        times, cpu = [], []
         for _ in range(repeat):
             gc.collect()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times.append(time.perf_counter() - t)
-        results.append((name, statistics.median(times)))
-        print(f"{rows:>10,} {name:<62} {statistics.median(times) * 1000:9.1f} ms", flush=True)
+            cpu.append(time.process_time() - c)
+        wall, cpu_s = statistics.median(times), statistics.median(cpu)
+        results.append((name, wall, cpu_s))
+        print(f"{rows:>10,} {name:<62} {wall * 1000:9.1f} ms wall {cpu_s * 1000:9.1f} ms cpu", flush=True)
     del usage
     gc.collect()
     return results
 
 
-def write_section(table: dict[int, list[tuple[str, float]]], repeat: int, rss_mib: float) -> None:
+def write_section(table: dict, repeat: int, rss_mib: float, load: tuple[float, float]) -> None:
     sizes = sorted(table)
-    header = "| step | " + " | ".join(f"{s:,} rows" for s in sizes) + " |"
+    header = "| step | " + " | ".join(f"{s:,} rows: wall / CPU" for s in sizes) + " |"
     lines = [
         "## Analytics",
         "",
         "`PYTHONPATH=. .venv/bin/python bench/bench_analytics.py --write` (standalone, no database).",
         "Input: a deterministic synthetic priced usage frame built in memory (seed 7; 120 days,",
         "40 projects, 2,000 keys with a Zipf-skewed load, 8 workloads, 6 meters). Median of",
-        f"{repeat} runs, wall clock, in ms; each step starts from the rollup frame (its group-by is",
-        "included). Pricing/allocation are not included (see the invoice benchmarks).",
-        f"Peak RSS of the whole run: {rss_mib:,.0f} MiB.",
+        f"{repeat} runs in ms: wall clock / process CPU time (all threads; less sensitive to the other",
+        "engineers' load, which shows in wall time). Each step starts from the rollup frame (its",
+        "group-by is included). Pricing/allocation are not included (see the invoice benchmarks).",
+        f"Peak RSS of the whole run: {rss_mib:,.0f} MiB. Load average (1 min) before / after the run:",
+        f"{load[0]:.1f} / {load[1]:.1f} on 2 cores.",
         "",
         header,
         "|---|" + "---:|" * len(sizes),
     ]
-    names = [n for n, _ in table[sizes[0]]]
+    names = [n for n, _, _ in table[sizes[0]]]
     for name in names:
         cells = []
         for s in sizes:
-            v = dict(table[s])[name]
-            cells.append(f"{v * 1000:,.0f}")
+            wall, cpu = {n: (w, c) for n, w, c in table[s]}[name]
+            cells.append(f"{wall * 1000:,.0f} / {cpu * 1000:,.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     section = "\n".join(lines)
@@ -218,11 +223,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="write docs/performance.md ## Analytics")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     table = {rows: measure(rows, args.repeat) for rows in args.sizes}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {rss:,.0f} MiB")
+    load = (load_before, os.getloadavg()[0])
+    print(f"peak RSS {rss:,.0f} MiB, load {load[0]:.1f} / {load[1]:.1f}")
     if args.write:
-        write_section(table, args.repeat, rss)
+        write_section(table, args.repeat, rss, load)
 
 
 if __name__ == "__main__":
