@@ -71,7 +71,7 @@ def waterfall(lanes: pl.DataFrame, dimension: str, previous_cents: int, current_
         .mark_bar()
         .encode(
             x=alt.X("step:N", sort=alt.EncodingSortField("order"), title=None, axis=alt.Axis(labelAngle=-30)),
-            y=alt.Y("start_usd:Q", title="Spend (USD)", axis=alt.Axis(format="$,.0f")),
+            y=alt.Y("start_usd:Q", title="Spend (USD)", axis=alt.Axis(format="$,.0f"), scale=alt.Scale(zero=False)),
             y2="end_usd:Q",
             color=alt.Color("kind:N", scale=alt.Scale(domain=["total", "up", "down"],
                                                       range=["#6C757D", "#E45756", "#54A24B"]), legend=None),
