@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 import streamlit as st
 
 from metering.periods import utcnow
+from queries.engine import DatabaseUnavailable
 from ui import data
 from ui.auth import current_user
 from ui.state import sidebar_filters
@@ -29,7 +29,7 @@ if user.mode == "local":
 
 try:
     orgs = data.visible_orgs(user.orgs)
-except sa.exc.OperationalError:
+except DatabaseUnavailable:
     st.error("The metering database is not reachable. Check METERING_DATABASE_URL and that the "
              "server is running, then reload. (`make run` starts with a local SQLite demo.)",
              icon=":material/cloud_off:")

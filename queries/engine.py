@@ -12,6 +12,10 @@ DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "metering.db"
 ENV_VAR = "METERING_DATABASE_URL"
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached (down, wrong URL, timeout)."""
+
+
 def database_url(explicit: str | None = None) -> str:
     """The URL to use: explicit argument, then METERING_DATABASE_URL, then the SQLite demo file."""
     if explicit:

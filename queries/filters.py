@@ -6,6 +6,7 @@ from collections.abc import Collection
 
 import sqlalchemy as sa
 
+from queries.engine import DatabaseUnavailable
 from queries.schema import organizations, usage_daily
 from queries.usage import UnscopedQuery
 
@@ -15,8 +16,11 @@ def known_orgs(engine: sa.Engine, orgs: Collection[str] | None) -> list[str]:
     stmt = sa.select(organizations.c.org).order_by(organizations.c.org)
     if orgs is not None:
         stmt = stmt.where(organizations.c.org.in_(sorted(set(orgs))))
-    with engine.connect() as conn:
-        return [r[0] for r in conn.execute(stmt)]
+    try:
+        with engine.connect() as conn:
+            return [r[0] for r in conn.execute(stmt)]
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailable(str(exc.orig or exc).strip().splitlines()[0]) from exc
 
 
 def org_dimension_values(engine: sa.Engine, org: str, orgs: Collection[str]) -> dict[str, list]:
