@@ -38,6 +38,13 @@ def list_memberships(engine: sa.Engine, orgs: Collection[str]) -> pl.DataFrame:
     return pl.DataFrame([tuple(r) for r in rows], schema=MEMBERSHIP_SCHEMA, orient="row")
 
 
+def membership_orgs(engine: sa.Engine) -> list[str]:
+    """Every org (and ``"*"``) that has a membership: for the operator's unscoped listing."""
+    m = memberships.c
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(sa.select(m.org).distinct().order_by(m.org))]
+
+
 def grant(engine: sa.Engine, orgs: Collection[str], user_id: str, org: str, role: str | Role) -> None:
     """Insert or change one membership; ``org`` must be in ``orgs`` (the orgs the caller administers)."""
     uid, org_name, role_name = check_user_id(user_id), check_org_name(org), Role.parse(role).label
@@ -72,4 +79,4 @@ def _check(orgs: Collection[str], org: str) -> None:
         raise UnscopedQuery(f"{what} is outside the caller's admin scope")
 
 
-__all__ = ["MEMBERSHIP_SCHEMA", "grant", "list_memberships", "memberships_of", "revoke"]
+__all__ = ["MEMBERSHIP_SCHEMA", "grant", "list_memberships", "membership_orgs", "memberships_of", "revoke"]
