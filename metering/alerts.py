@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 
+from metering.access import Role
 from metering.budgets import (
     SCOPES,
     BudgetError,
@@ -157,6 +158,7 @@ def _parse_as_of(text: str | None) -> date:
 
 
 def _cmd_alerts(args, engine: sa.Engine) -> int:
+    from metering.access_cli import require_org, scope_of
     from metering.jsonout import dumps
     from queries.budgets import budget_orgs, scope_value_exists
 
@@ -165,11 +167,12 @@ def _cmd_alerts(args, engine: sa.Engine) -> int:
     except BudgetError as exc:
         return _fail(str(exc))
     if args.org is not None:
+        require_org(args, args.org)
         if not scope_value_exists(engine, [args.org], args.org, "org", args.org):
             return _fail(f"unknown org {args.org!r}")
         orgs = [args.org]
     else:
-        orgs = budget_orgs(engine, None)  # the CLI runs as the local operator: every org
+        orgs = budget_orgs(engine, scope_of(args))  # None: the operator, every org
     evaluations = evaluate_alerts(engine, orgs, as_day, args.org)
     crossed = any(e.crossed for e in evaluations)
     if args.json:
@@ -199,10 +202,13 @@ def _alerts_text(evaluations: list[BudgetEvaluation], as_day: date) -> str:
 
 
 def _cmd_list(args, engine: sa.Engine) -> int:
+    from metering.access_cli import require_org, scope_of
     from metering.jsonout import dumps
     from queries.budgets import budget_orgs
 
-    orgs = [args.org] if args.org else budget_orgs(engine, None)
+    if args.org:
+        require_org(args, args.org)
+    orgs = [args.org] if args.org else budget_orgs(engine, scope_of(args))
     budgets = list_budgets(engine, orgs, args.org)
     if args.json:
         print(dumps([
@@ -220,6 +226,9 @@ def _cmd_list(args, engine: sa.Engine) -> int:
 
 
 def _cmd_set(args, engine: sa.Engine) -> int:
+    from metering.access_cli import require_org
+
+    require_org(args, args.org, Role.FINANCE)  # budget writes need finance
     orgs = [args.org]
     value = args.value if args.value is not None else args.org
     try:
@@ -241,6 +250,9 @@ def _cmd_set(args, engine: sa.Engine) -> int:
 
 
 def _cmd_delete(args, engine: sa.Engine) -> int:
+    from metering.access_cli import require_org
+
+    require_org(args, args.org, Role.FINANCE)
     orgs = [args.org]
     try:
         if args.id is not None:

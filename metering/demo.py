@@ -669,7 +669,10 @@ def register(sub) -> None:
 def _cmd_demo(args, engine, *, out=print) -> int:
     import sys
 
+    from metering.access_cli import require_platform
     from queries.engine import upgrade
+
+    require_platform(args)
     from queries.seed import usage_events_exist
 
     try:

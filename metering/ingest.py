@@ -630,8 +630,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _cmd_ingest(args, engine, *, out: Callable[[str], None] = print) -> int:
+    from metering.access_cli import require_platform
     from queries.engine import upgrade
 
+    require_platform(args)  # an event file may carry any org's events
     upgrade(engine)
     totals = [0, 0, 0]
     unreadable = 0

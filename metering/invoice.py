@@ -481,10 +481,12 @@ def _fail(msg: str) -> int:
 
 
 def _cmd_summary(args, engine: sa.Engine) -> int:
+    from metering.access_cli import require_org, scope_of
     from metering.jsonout import dumps
 
+    require_org(args, args.org)  # before anything is read: a foreign org is "no access"
     try:
-        doc = summary_document(engine, args.org, args.period)
+        doc = summary_document(engine, args.org, args.period, scope_of(args))
     except (BadPeriod, UnknownOrg) as exc:
         return _fail(str(exc))
     if args.json:
@@ -501,11 +503,13 @@ def _cmd_summary(args, engine: sa.Engine) -> int:
 
 
 def _cmd_invoice(args, engine: sa.Engine) -> int:
+    from metering.access_cli import require_org, scope_of
     from metering.jsonout import dumps
 
+    require_org(args, args.org)
     try:
         as_of = parse_as_of(args.as_of) if args.as_of else None
-        doc = invoice_document(engine, args.org, args.period, as_of)
+        doc = invoice_document(engine, args.org, args.period, as_of, orgs=scope_of(args))
     except (BadPeriod, UnknownOrg, BadAsOf) as exc:
         return _fail(str(exc))
     if args.json:

@@ -182,8 +182,10 @@ def register(sub) -> None:
 
 
 def _cmd_load(args, engine: sa.Engine) -> int:
+    from metering.access_cli import require_platform
     from queries.engine import upgrade
 
+    require_platform(args)  # rate cards are platform-wide
     try:
         text = Path(args.file).read_text(encoding="utf-8")
         card = parse_rate_card(text)
