@@ -7,6 +7,17 @@ quarantine rows, and the run row set to ``committed``. The run row itself is wri
 ``running`` first in its own small transaction, and set to ``failed`` (with the error) if the
 batch fails, so a crash leaves no half-written batch but a visible failed run.
 
+A process killed mid-batch (SIGKILL, power loss) cannot mark its run: its transaction is rolled
+back by the database, and the next batch marks such abandoned ``running`` rows ``failed``. On
+PostgreSQL a run is *live* while its process holds a session advisory lock on the run id
+(taken in the same transaction that makes the row visible, released when the connection dies);
+on SQLite the next batch holds the database write lock, so no other batch is mid-transaction.
+
+Concurrent batches on PostgreSQL take a transaction-level advisory lock per org of the batch
+(in one global order, so two batches never deadlock): batches sharing an org run one after the
+other, each sees the other's committed events and counts them as duplicates. SQLite has one
+writer at a time anyway (busy timeout 30 s).
+
 PostgreSQL bulk-loads with psycopg COPY into a temporary staging table, then
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; SQLite uses executemany of
 ``INSERT ... ON CONFLICT DO NOTHING``. Timestamps are stored in UTC on both (SQLite: text
@@ -15,7 +26,8 @@ PostgreSQL bulk-loads with psycopg COPY into a temporary staging table, then
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -49,6 +61,10 @@ CHUNK_ROWS = 100_000
 # computed from the batch frame; otherwise (some were already stored) in SQL from the rows this
 # run inserted. Tests switch this off to check both give the same tables.
 DERIVE_FROM_FRAME = True
+# pg_advisory locks (two-int form): namespace of per-org ingest locks, and of per-run liveness locks
+ORG_LOCK_CLASS = 0x4D45  # "ME"
+RUN_LOCK_CLASS = 0x4D52  # "MR"
+ABANDONED = "abandoned: the ingest process ended before its batch committed; nothing of it was stored"
 
 
 @dataclass(frozen=True)
@@ -78,12 +94,21 @@ def store_batch(
     """Store one batch of validated events (unique per (org, event_id), columns EVENT_COLUMNS,
     occurred_at a UTC Datetime) and its rejected rows (line_number, org, raw, reason)."""
     now = _utc(now)
-    run_id = start_run(engine, source, run_by, now)
+    with _live_run(engine, source, run_by, now) as run_id:
+        return _store_batch(engine, run_id, events, rejected, source=source, now=now, rows_read=rows_read,
+                            in_file_duplicates=in_file_duplicates, on_progress=on_progress)
+
+
+def _store_batch(engine, run_id, events, rejected, *, source, now, rows_read, in_file_duplicates,
+                 on_progress) -> BatchCounts:
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # the rollup/key aggregates over a whole file must not spill to disk
                 conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
+                lock_orgs(conn, events["org"].unique().to_list() if events.height else [])
+            # SQLite: this UPDATE is the transaction's first write, so it takes the write lock
+            reap_abandoned_runs(conn, run_id)
             _insert_events(conn, events, run_id, on_progress)
             accepted = conn.execute(
                 sa.select(sa.func.count()).select_from(usage_events)
@@ -103,7 +128,7 @@ def store_batch(
             conn.execute(
                 runs_table.update().where(runs_table.c.id == run_id).values(
                     status="committed", finished_at=_utc(datetime.now(UTC)), rows_read=rows_read,
-                    accepted=accepted, duplicates=duplicates, rejected=rejected.height,
+                    accepted=accepted, duplicates=duplicates, rejected=rejected.height, error=None,
                 )
             )
     except BaseException as exc:
@@ -112,15 +137,80 @@ def store_batch(
     return BatchCounts(run_id=run_id, accepted=int(accepted), duplicates=int(duplicates))
 
 
+@contextmanager
+def _live_run(engine: sa.Engine, source: str, run_by: str, now: datetime) -> Iterator[int]:
+    """A ``running`` run row for the duration of the block. On PostgreSQL a dedicated connection
+    holds a session advisory lock on the run id from the moment the row becomes visible (same
+    transaction) until the block ends or the process dies: that is how a later batch tells a
+    live run from an abandoned one."""
+    if engine.dialect.name != "postgresql":
+        yield start_run(engine, source, run_by, now)
+        return
+    with engine.connect() as holder:
+        with holder.begin():
+            run_id = _insert_run(holder, source, run_by, now)
+            holder.execute(sa.select(sa.func.pg_advisory_lock(RUN_LOCK_CLASS, run_id)))
+        try:
+            yield run_id
+        finally:
+            try:
+                holder.execute(sa.select(sa.func.pg_advisory_unlock(RUN_LOCK_CLASS, run_id)))
+                holder.commit()
+            except sa.exc.DBAPIError:  # connection lost: never return a lock-holding one to the pool
+                holder.invalidate()
+
+
+def lock_orgs(conn: sa.Connection, orgs: Collection[str]) -> None:
+    """PostgreSQL: transaction-level advisory lock per org, in ascending key order (no deadlock
+    between batches sharing orgs). Two orgs may share a key (hashtext): that only serializes more."""
+    if not orgs:
+        return
+    keys = conn.execute(
+        sa.text("SELECT DISTINCT hashtext(o) AS k FROM unnest(CAST(:orgs AS text[])) AS o ORDER BY k"),
+        {"orgs": sorted(set(orgs))},
+    ).scalars().all()
+    for key in keys:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ORG_LOCK_CLASS, key)))
+
+
+def reap_abandoned_runs(conn: sa.Connection, own_run_id: int) -> list[int]:
+    """Mark ``running`` runs whose process is gone as ``failed`` (their batch transaction was
+    rolled back by the database, so nothing of them is stored). Returns their ids."""
+    r = runs_table.c
+    others = sa.and_(r.status == "running", r.id != own_run_id)
+    if conn.dialect.name == "postgresql":
+        candidates = conn.execute(sa.select(r.id).where(others).order_by(r.id)).scalars().all()
+        # a live run's process holds its lock; getting it (released at commit) means nobody does
+        dead = [rid for rid in candidates
+                if conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(RUN_LOCK_CLASS, rid))).scalar()]
+        if not dead:
+            return []
+        where = sa.and_(others, r.id.in_(dead))
+    else:
+        # the caller holds the SQLite write lock: no other batch transaction is in progress
+        where = others
+    reaped = conn.execute(
+        runs_table.update().where(where).values(
+            status="failed", finished_at=_utc(datetime.now(UTC)),
+            error=f"{ABANDONED} (found by run {own_run_id})",
+        ).returning(r.id)
+    ).scalars().all()
+    return sorted(reaped)
+
+
 def start_run(engine: sa.Engine, source: str, run_by: str, now: datetime) -> int:
     """Write the ``running`` ingest_runs row in its own transaction; returns its id."""
     with engine.begin() as conn:
-        result = conn.execute(
-            runs_table.insert().values(
-                source=source[:1000], started_at=_utc(now), status="running", run_by=run_by[:200]
-            )
+        return _insert_run(conn, source, run_by, now)
+
+
+def _insert_run(conn: sa.Connection, source: str, run_by: str, now: datetime) -> int:
+    result = conn.execute(
+        runs_table.insert().values(
+            source=source[:1000], started_at=_utc(now), status="running", run_by=run_by[:200]
         )
-        return int(result.inserted_primary_key[0])
+    )
+    return int(result.inserted_primary_key[0])
 
 
 def fail_run(engine: sa.Engine, run_id: int, error: str) -> None:
