@@ -1,11 +1,14 @@
-"""Data: ingest runs, quarantine with reasons, restated periods, the rate card in force."""
+"""Data: freshness, the rate card in force, quarantine with reasons; ingest runs (every org's) for
+platform admins only."""
 
 import polars as pl
 import streamlit as st
 
+from metering.access import Role
 from metering.domain import ENVIRONMENTS, METER_NAMES
-from queries.store import ingest_runs, quarantine_rows
+from queries.store import quarantine_rows
 from ui import charts, data
+from ui.auth import principal
 from ui.state import current_filters
 
 f = current_filters()
@@ -38,8 +41,10 @@ else:
     st.caption(f"Terms for {f.org}: discount {terms.discount_percent}% · minimum commit ${terms.minimum_commit} · "
                f"webhooks {'billed' if terms.webhooks_billable else 'not billed by policy'}")
 
-st.subheader("Recent ingest runs")
-st.dataframe(ingest_runs(eng, limit=30), hide_index=True, width="stretch")
+if principal().platform_role() == Role.ADMIN:  # platform admins and local mode
+    st.subheader("Recent ingest runs")
+    st.caption("Every org's ingest runs (operator data): visible to platform admins only.")
+    st.dataframe(data.ingest_runs(limit=30), hide_index=True, width="stretch")
 
 st.subheader("Quarantine")
 q = quarantine_rows(eng, [f.org], limit=500)

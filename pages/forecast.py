@@ -3,6 +3,7 @@
 import polars as pl
 import streamlit as st
 
+from metering.access import Role
 from metering.anomalies import lane_anomalies
 from metering.budgets import (
     BudgetError,
@@ -15,8 +16,49 @@ from metering.budgets import (
 from metering.forecast import METHOD_LABELS
 from metering.overview import slice_frame
 from ui import charts, data
+from ui.auth import orgs_with, principal
 from ui.fmt import usd
 from ui.state import current_filters, today
+
+
+def _budget_editor(evals) -> None:
+    """Create / edit / delete budgets: writes scoped to the orgs where the user has finance+."""
+    opts = data.org_options(f.org)
+    writable = orgs_with(principal(), Role.FINANCE, data.visible_orgs(principal().scope()))
+    with st.expander("Create or edit a budget", expanded=not evals):
+        with st.form("budget_form", clear_on_submit=False):
+            scope = st.selectbox("Scope", ["org", "project", "api_key"], key="b_scope")
+            values = {"org": [f.org], "project": opts["project"], "api_key": opts["api_key"]}[scope]
+            scope_value = st.selectbox("Scope value", values, key="b_value",
+                                       help="For org scope this is the org itself.")
+            amount = st.text_input("Monthly amount (USD)", "5000.00", key="b_amount")
+            thresholds = st.text_input("Thresholds (% of amount)", "50,80,100", key="b_thresholds")
+            name = st.text_input("Name (optional)", "", key="b_name")
+            if st.form_submit_button("Save budget", type="primary"):
+                eng = data.engine()
+                try:
+                    existing = [b for b in list_budgets(eng, [f.org], f.org)
+                                if b.scope == scope and b.scope_value == scope_value]
+                    cents = parse_amount(amount)
+                    if existing:
+                        update_budget(eng, writable, existing[0].id, amount_cents=cents, thresholds=thresholds,
+                                      name=name or None)
+                    else:
+                        create_budget(eng, writable, org=f.org, scope=scope, scope_value=scope_value,
+                                      amount_cents=cents, thresholds=thresholds, name=name or None)
+                    data.clear()
+                    st.success("Budget saved.")
+                except BudgetError as exc:
+                    st.error(f"Not saved: {exc}")
+        budgets = list_budgets(data.engine(), [f.org], f.org)
+        if budgets:
+            victim = st.selectbox("Delete a budget", [b.id for b in budgets], key="b_delete",
+                                  format_func=lambda i: next(f"{b.scope} {b.scope_value} · {usd(b.amount_cents)}"
+                                                             for b in budgets if b.id == i))
+            if st.button("Delete", key="b_delete_go"):
+                delete_budget(data.engine(), writable, victim)
+                data.clear()
+                st.rerun()
 
 f = current_filters()
 st.title(f"Forecast & alerts · {f.org}")
@@ -75,41 +117,11 @@ if evals:
 else:
     st.info("No budgets yet for this org: add one below.")
 
-opts = data.org_options(f.org)
-with st.expander("Create or edit a budget", expanded=not evals):
-    with st.form("budget_form", clear_on_submit=False):
-        scope = st.selectbox("Scope", ["org", "project", "api_key"], key="b_scope")
-        values = {"org": [f.org], "project": opts["project"], "api_key": opts["api_key"]}[scope]
-        scope_value = st.selectbox("Scope value", values, key="b_value",
-                                   help="For org scope this is the org itself.")
-        amount = st.text_input("Monthly amount (USD)", "5000.00", key="b_amount")
-        thresholds = st.text_input("Thresholds (% of amount)", "50,80,100", key="b_thresholds")
-        name = st.text_input("Name (optional)", "", key="b_name")
-        if st.form_submit_button("Save budget", type="primary"):
-            eng = data.engine()
-            try:
-                existing = [b for b in list_budgets(eng, [f.org], f.org)
-                            if b.scope == scope and b.scope_value == scope_value]
-                cents = parse_amount(amount)
-                if existing:
-                    update_budget(eng, [f.org], existing[0].id, amount_cents=cents, thresholds=thresholds,
-                                  name=name or None)
-                else:
-                    create_budget(eng, [f.org], org=f.org, scope=scope, scope_value=scope_value,
-                                  amount_cents=cents, thresholds=thresholds, name=name or None)
-                data.clear()
-                st.success("Budget saved.")
-            except BudgetError as exc:
-                st.error(f"Not saved: {exc}")
-    budgets = list_budgets(data.engine(), [f.org], f.org)
-    if budgets:
-        victim = st.selectbox("Delete a budget", [b.id for b in budgets], key="b_delete",
-                              format_func=lambda i: next(f"{b.scope} {b.scope_value} · {usd(b.amount_cents)}"
-                                                         for b in budgets if b.id == i))
-        if st.button("Delete", key="b_delete_go"):
-            delete_budget(data.engine(), [f.org], victim)
-            data.clear()
-            st.rerun()
+if principal().can(f.org, Role.FINANCE):
+    _budget_editor(evals)
+else:
+    st.caption(":material/visibility: Read-only: creating, editing and deleting budgets needs the "
+               f"finance or admin role in {f.org}.")
 
 st.subheader("Spend anomalies")
 hist_parts = slice_frame(ov.parts, f.slice())

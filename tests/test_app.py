@@ -98,19 +98,35 @@ def test_query_params_select_the_view(demo_url, demo_period):
 
 
 @pytest.mark.parametrize("params", [
-    {"org": "no-such-org"},
-    {"org": "acme-insurance'; DROP TABLE usage_daily;--"},
     {"org": "acme-insurance", "period": "2026-13"},
     {"org": "acme-insurance", "project": "someone-elses-project"},
     {"org": "acme-insurance", "env": "staging"},
-    {"org": "\u202e\U0001f4a5" * 50},
+    {"org": "acme-insurance", "vs": "[x](javascript:alert(1))", "workload": ["a" * 5000, "**bold**"]},
 ])
 def test_bad_params_warn_and_fall_back(demo_url, params):
     at = _app(params)
     assert not at.exception
     assert any("unknown or not visible" in w.value for w in at.warning)
-    assert at.sidebar.selectbox(key="org").value in ("acme-insurance",) or params["org"] != "acme-insurance"
+    assert at.sidebar.selectbox(key="org").value == "acme-insurance"
     assert at.metric  # the page still shows a view (the default one)
+    shown = " ".join(w.value for w in at.warning)
+    if "vs" in params:  # refused values are shown as inert text: no markdown link, no bold
+        assert "'?x??javascript?alert?1??'" in shown and "'??bold??'" in shown
+        assert "](" not in shown and "**bold**" not in shown
+
+
+@pytest.mark.parametrize("params", [
+    {"org": "no-such-org"},
+    {"org": "acme-insurance'; DROP TABLE usage_daily;--"},
+    {"org": "\u202e\U0001f4a5" * 50},
+    {"org": ["acme-insurance", "borealis-health"]},  # repeated: ambiguous, refused
+])
+def test_unknown_org_link_shows_no_access_and_no_data(demo_url, params):
+    at = _app(params)
+    assert not at.exception
+    assert at.title[0].value == "No access"
+    assert any("No access" in e.value for e in at.error)
+    assert not at.metric and not at.dataframe and not at.sidebar.selectbox
 
 
 def test_filters_narrow_the_kpis(demo_url, demo_period):

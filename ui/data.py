@@ -2,15 +2,23 @@
 
 Every cache has a ttl and max_entries. The engine is a cached resource. The heavy work is in
 metering/ (the same functions the CLI calls); this module only caches it per filter value.
+
+Isolation: caches are shared by every session, keyed by the org (never by "whatever the user
+may see"), and every per-org loader is wrapped by ``_org_scoped``, which checks the org against
+this run's principal BEFORE the cache is consulted, so a cached result of one user's org is
+never served to a user outside that org. Each loader passes exactly ``[org]`` as the query
+scope; ``visible_orgs`` is keyed by the principal's scope.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 
 import polars as pl
 import streamlit as st
 
+from metering.access import AccessDenied, Principal, Role
 from metering.forecast import BACKTEST_PERIODS
 from metering.overview import BillingOverview, billing_overview
 from metering.periods import period_bounds, shift_period
@@ -18,8 +26,27 @@ from metering.pricing import card_for_period
 from queries.engine import database_url, make_engine
 from queries.filters import known_orgs, org_dimension_values
 from queries.usage import load_usage
+from ui.auth import PRINCIPAL_KEY
 
 TTL = 120
+
+
+def _require_org(org: str) -> None:
+    p = st.session_state.get(PRINCIPAL_KEY)
+    if not isinstance(p, Principal) or not isinstance(org, str) or not p.can(org):
+        who = p.user_id if isinstance(p, Principal) else "nobody signed in"
+        raise AccessDenied(f"{who} may not read org {str(org)[:63]!r}")
+
+
+def _org_scoped(cached):
+    """Check the org (first argument) against this run's principal, then call the cached loader."""
+    @functools.wraps(cached)
+    def checked(org: str, *args, **kwargs):
+        _require_org(org)
+        return cached(org, *args, **kwargs)
+
+    checked.clear = cached.clear
+    return checked
 
 
 @st.cache_resource
@@ -32,6 +59,7 @@ def visible_orgs(allowed: frozenset[str] | None) -> list[str]:
     return known_orgs(engine(), allowed)
 
 
+@_org_scoped
 @st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
 def org_options(org: str) -> dict:
     return org_dimension_values(engine(), org, [org])
@@ -42,11 +70,13 @@ def history_start(period: str, compare_period: str) -> date:
     return min(period_bounds(compare_period)[0], period_bounds(shift_period(period, -BACKTEST_PERIODS - 1))[0])
 
 
+@_org_scoped
 @st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
 def org_usage(org: str, start: date, end: date) -> pl.DataFrame:
     return load_usage(engine(), [org], start, end)
 
 
+@_org_scoped
 @st.cache_data(ttl=TTL, max_entries=32, show_spinner="Pricing the period…")
 def overview(org: str, period: str, compare_period: str, today: date) -> BillingOverview:
     end = period_bounds(period)[1]
@@ -61,6 +91,7 @@ def rate_card(period: str):
     return card_for_period(engine(), period)
 
 
+@_org_scoped
 @st.cache_data(ttl=TTL, max_entries=16, show_spinner=False)
 def freshness(org: str):
     from metering.freshness import data_freshness
@@ -68,6 +99,7 @@ def freshness(org: str):
     return data_freshness(engine(), [org])
 
 
+@_org_scoped
 @st.cache_data(ttl=30, max_entries=16, show_spinner=False)
 def budget_evaluations(org: str, today: date):
     from metering.alerts import evaluate_alerts
@@ -75,6 +107,7 @@ def budget_evaluations(org: str, today: date):
     return evaluate_alerts(engine(), [org], today, org=org)
 
 
+@_org_scoped
 @st.cache_data(ttl=TTL, max_entries=16, show_spinner=False)
 def api_keys(org: str) -> pl.DataFrame:
     from queries.catalog import load_api_keys
@@ -82,6 +115,7 @@ def api_keys(org: str) -> pl.DataFrame:
     return load_api_keys(engine(), [org])
 
 
+@_org_scoped
 @st.cache_data(ttl=TTL, max_entries=16, show_spinner=False)
 def invoice_document(org: str, period: str, as_of_iso: str | None) -> dict:
     from datetime import datetime
@@ -94,3 +128,14 @@ def invoice_document(org: str, period: str, as_of_iso: str | None) -> dict:
 
 def clear() -> None:
     st.cache_data.clear()
+
+
+def ingest_runs(limit: int = 30) -> pl.DataFrame:
+    """Recent ingest runs across every org: operator data for platform admins (and local mode)."""
+    from queries.store import ingest_runs as runs
+
+    p = st.session_state.get(PRINCIPAL_KEY)
+    if not isinstance(p, Principal):
+        raise AccessDenied("nobody signed in may read ingest runs")
+    p.require_platform(Role.ADMIN)
+    return runs(engine(), limit=limit)

@@ -7,6 +7,7 @@ named in a warning and falls back to the default (Streamlit drops it from the UR
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from urllib.parse import urlencode
@@ -60,14 +61,88 @@ def _periods_between(first: date | None, today: date) -> list[str]:
     return out
 
 
-def _warn_bad_params(allowed: dict[str, list[str]]) -> None:
-    problems = []
+MAX_VALUE_LEN = 200  # longer than any org, project, workload or period: refused unread
+MAX_VALUES = 50  # per key; a link with more values than that is not one the app wrote
+SINGLE_VALUED = frozenset({"org", "period", "vs"})
+
+
+def validate_params(raw: Mapping[str, Sequence[str]],
+                    allowed: Mapping[str, Collection[str]]) -> tuple[dict[str, list[str]], list[str]]:
+    """Check raw query params against allow-lists (pure: no Streamlit, fuzzed by the tests).
+
+    Returns ``clean`` (for each allowed key, the values that are on its allow-list, in order,
+    without repeats; single-valued keys keep at most one) and ``problems`` (one markdown-safe
+    line per key with refused values). Keys that are not in ``allowed`` are ignored."""
+    clean: dict[str, list[str]] = {}
+    problems: list[str] = []
     for key, options in allowed.items():
-        values = st.query_params.get_all(key)
-        bad = [v for v in values if v not in options]
+        values = list(raw.get(key, ()) or ())
+        ok: list[str] = []
+        bad: list[str] = []
+        for i, v in enumerate(values):
+            if i >= MAX_VALUES:
+                bad.append(f"... {len(values) - MAX_VALUES} more values")
+                break
+            if not isinstance(v, str) or len(v) > MAX_VALUE_LEN or v not in options:
+                bad.append(v if isinstance(v, str) else repr(v))
+            elif v not in ok:
+                if key in SINGLE_VALUED and ok:
+                    bad.append(v)
+                else:
+                    ok.append(v)
+        clean[key] = ok
         if bad:
-            shown = ", ".join(repr(v[:40]) for v in bad[:3])
-            problems.append(f"**{key}** = {shown}")
+            problems.append(f"**{key}** = " + ", ".join(_shown(v) for v in bad[:3])
+                            + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""))
+    return clean, problems
+
+
+def _shown(value: str) -> str:
+    """A refused value as safe display text: at most 40 characters, only letters, digits and
+    ``-_.@ `` (anything else becomes ``?``), so a link cannot inject markdown, links or emoji."""
+    short = value[:40]
+    safe = "".join(c if (c.isalnum() and c.isprintable()) or c in "-_.@ " else "?" for c in short)
+    return "'" + safe + ("…" if len(value) > 40 else "") + "'"
+
+
+def resolve_org(raw: Sequence[str], visible: Sequence[str]) -> str | None:
+    """The org a link asks for, if the user may see it: no ``org`` param = the first visible
+    org; one value on the visible list = that org; anything else (foreign, unknown, repeated,
+    malformed) = None, which the app answers with "No access" and no data at all."""
+    values = list(raw or ())
+    if not values:
+        return visible[0] if visible else None
+    if len(values) != 1 or not isinstance(values[0], str):
+        return None
+    return values[0] if values[0] in set(visible) else None
+
+
+def requested_org(orgs: list[str]) -> str | None:
+    """The org of this run: the one chosen in the sidebar this session, else the link's (see
+    ``resolve_org``); None when the link names an org outside ``orgs``."""
+    org = resolve_org(st.query_params.get_all("org"), orgs)
+    if org is None:
+        return None
+    current = st.session_state.get("org")
+    return current if current in orgs else org
+
+
+def no_access() -> None:
+    """The answer to a link naming an org outside the user's set; stops the run before anything
+    of any org renders. Unknown and foreign orgs get the same answer, so a link does not reveal
+    whether an org exists."""
+    st.title("No access")
+    st.error("No access: this link points to an organization that you are not a member of, or "
+             "that does not exist. Nothing from it is shown.", icon=":material/block:")
+    if st.button("Open my organizations", icon=":material/home:"):
+        st.query_params.clear()
+        st.rerun()
+    st.stop()
+
+
+def _warn_bad_params(allowed: dict[str, list[str]]) -> None:
+    raw = {key: st.query_params.get_all(key) for key in allowed}
+    _clean, problems = validate_params(raw, allowed)
     if problems:
         st.warning(
             "This link has values that are unknown or not visible to you, so they were ignored "
