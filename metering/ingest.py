@@ -9,11 +9,14 @@ the value. Storage (one transaction per file, idempotent on (org, event_id)) is 
 
 from __future__ import annotations
 
+import codecs
 import getpass
+import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -53,6 +56,16 @@ MAX_ID_CHARS = 128
 MAX_QUANTITY_INT_DIGITS = 12  # quantity < 10**12: a single event bigger than that is a data error
 MAX_ATTEMPT_DIGITS = 9
 PROGRESS_MIN_ROWS = 100_000
+# occurred_at outside [1970, 2200) is a data error (and year 0 / 5-digit years break storage)
+MIN_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_OCCURRED_AT = datetime(2200, 1, 1, tzinfo=UTC)
+_CONTROL = r"[\x00-\x08\x0A-\x1F\x7F]"  # C0 controls and DEL, except tab
+
+# file-level limits: a size cap checked before reading, and content sniffing
+MAX_BYTES_ENV = "METERING_MAX_INGEST_BYTES"
+DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB
+SNIFF_BYTES = 64 * 1024
+_USE_DEFAULT = object()
 
 GOOD_SCHEMA: dict[str, pl.DataType] = {
     LINE_NUMBER: pl.Int64(),
@@ -109,8 +122,14 @@ class IngestResult:
 # public API
 
 
-def parse_events(path: str | Path) -> ParsedEvents:
+def parse_events(path: str | Path, *, max_bytes: int | None | object = _USE_DEFAULT) -> ParsedEvents:
     """Read and validate one event file, chosen by extension: .csv, .jsonl/.ndjson, .parquet.
+
+    Before reading, the file must be at most ``max_bytes`` (default ``default_max_bytes()``:
+    $METERING_MAX_INGEST_BYTES or 2 GiB; None = no cap) and its content must match its
+    extension: Parquet starts and ends with ``PAR1``; CSV and JSON Lines are UTF-8 text without
+    NUL bytes in their first 64 KiB, a JSON Lines file's first non-blank character is ``{``,
+    a CSV header names every required column.
 
     Line numbers of rejected rows: CSV counts physical lines with the header as line 1, so the
     first data row is line 2 (a quoted value spanning several lines shifts later numbers);
@@ -125,6 +144,8 @@ def parse_events(path: str | Path) -> ParsedEvents:
     if not path.is_file():
         raise UnreadableInput(f"{path}: not a regular file")
     suffix = path.suffix.lower()
+    if suffix in (".csv", ".jsonl", ".ndjson", ".parquet"):
+        _check_file(path, suffix, default_max_bytes() if max_bytes is _USE_DEFAULT else max_bytes)
     if suffix == ".csv":
         text = _read_csv_text(path)
     elif suffix in (".jsonl", ".ndjson"):
@@ -164,13 +185,13 @@ def ingest_frame(
 
 def ingest_files(
     engine, paths: Iterable[str | Path], *, progress: bool = False, now: datetime | None = None,
-    run_by: str | None = None,
+    run_by: str | None = None, max_bytes: int | None | object = _USE_DEFAULT,
 ) -> list[IngestResult]:
     """Ingest each file as its own run and transaction. Raises UnreadableInput on the first
     unreadable file (files before it stay committed; nothing of that file is written)."""
     results = []
     for p in paths:
-        parsed = parse_events(p)
+        parsed = parse_events(p, max_bytes=max_bytes)
         rows = parsed.good.height + parsed.rejected.height
         results.append(
             _store(engine, parsed, str(p), now=now, run_by=run_by, rows_read=rows, progress=progress)
@@ -244,6 +265,37 @@ def validate_text(text: pl.DataFrame) -> ParsedEvents:
     return ParsedEvents(good=good, rejected=rejected.cast(REJECTED_SCHEMA).sort(LINE_NUMBER))
 
 
+def default_max_bytes() -> int:
+    """The ingest size cap: $METERING_MAX_INGEST_BYTES (e.g. 500000000, 512M, 2G) or 2 GiB."""
+    env = os.environ.get(MAX_BYTES_ENV)
+    if not env:
+        return DEFAULT_MAX_BYTES
+    try:
+        return parse_size(env)
+    except ValueError as exc:
+        raise UnreadableInput(f"{MAX_BYTES_ENV}: {exc}") from None
+
+
+def parse_size(text: str) -> int:
+    """A byte count: digits with an optional K, M, G or T suffix (binary: 1K = 1024), > 0."""
+    m = re.fullmatch(r"\s*(\d{1,15})\s*([KMGT]?)(i?B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"{str(text)[:40]!r} is not a size like 2147483648, 512M or 2G")
+    value = int(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " ")
+    if value <= 0:
+        raise ValueError(f"{text!r} must be > 0 bytes")
+    return value
+
+
+def _size_arg(text: str) -> int:
+    import argparse
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "ingest", help="load usage events from CSV, JSON Lines or Parquet files",
@@ -251,7 +303,64 @@ def register(sub) -> None:
         "accepted or duplicate; 3: some rows rejected (good rows kept); 2: unreadable input.",
     )
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--max-bytes", type=_size_arg, default=None, metavar="SIZE",
+                   help=f"refuse files larger than this, e.g. 512M (default: ${MAX_BYTES_ENV}, else 2G)")
     p.set_defaults(func=_cmd_ingest)
+
+
+# ---------------------------------------------------------------------------------------------
+# file-level checks: size cap and content sniffing (before any parsing)
+
+_MAGIC = ((b"PAR1", "a Parquet file"), (b"\x1f\x8b", "gzip data"), (b"PK\x03\x04", "a zip archive"),
+          (b"\x89PNG", "a PNG image"), (b"%PDF", "a PDF document"), (b"\x7fELF", "an executable"))
+
+
+def _check_file(path: Path, suffix: str, max_bytes: int | None) -> None:
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise UnreadableInput(
+            f"{path}: {size:,} bytes is above the ingest size cap of {max_bytes:,} bytes "
+            f"(--max-bytes or {MAX_BYTES_ENV})"
+        )
+    try:
+        with path.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+            tail = b""
+            if suffix == ".parquet" and size >= 8:
+                f.seek(-4, os.SEEK_END)
+                tail = f.read(4)
+    except OSError as exc:
+        raise UnreadableInput(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if suffix == ".parquet":
+        if head[:4] != b"PAR1" or tail != b"PAR1":
+            raise UnreadableInput(f"{path}: not a readable Parquet file (no PAR1 magic at its start and end)"
+                                  + _looks_like(head))
+        return
+    kind = "CSV" if suffix == ".csv" else "JSON Lines"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            raise UnreadableInput(f"{path}: binary content ({what}), not {kind} text")
+    if b"\x00" in head:
+        raise UnreadableInput(f"{path}: binary content (NUL byte at offset {head.index(0)}), not {kind} text")
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) == size)
+    except UnicodeDecodeError as exc:
+        raise UnreadableInput(
+            f"{path}: not readable UTF-8 text (invalid byte at offset {exc.start}), not {kind} text"
+        ) from exc
+    if suffix != ".csv":
+        first = text.lstrip("\ufeff \t\r\n")[:1]
+        if first and first != "{":
+            raise UnreadableInput(
+                f"{path}: does not start with a JSON object ('{{', found {first!r}), not JSON Lines"
+            )
+
+
+def _looks_like(head: bytes) -> str:
+    for magic, what in _MAGIC:
+        if head.startswith(magic) and magic != b"PAR1":
+            return f"; it looks like {what}"
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,13 +509,13 @@ def _blank_to_null(e: pl.Expr) -> pl.Expr:
 
 
 def _shown(name: str) -> pl.Expr:
-    """The value as shown in a reason: quoted, cut at 60 characters."""
+    """The value as shown in a reason: quoted, cut at 60 characters, control characters made
+    visible (a reason is printed to terminals and stored; NUL cannot be stored in PostgreSQL)."""
     v = pl.col(f"_{name}")
-    return pl.concat_str(
-        pl.lit("'"),
-        pl.when(v.str.len_chars() > 60).then(v.str.slice(0, 57) + "...").otherwise(v),
-        pl.lit("'"),
-    )
+    v = pl.when(v.str.len_chars() > 60).then(v.str.slice(0, 57) + "...").otherwise(v)
+    v = (v.str.replace_all("\n", "\\n", literal=True).str.replace_all("\r", "\\r", literal=True)
+         .str.replace_all("\x00", "\\0", literal=True).str.replace_all(_CONTROL, "\ufffd"))
+    return pl.concat_str(pl.lit("'"), v, pl.lit("'"))
 
 
 _FAST_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
@@ -439,7 +548,8 @@ def _fast_columns(typed_ts: bool = False) -> list[pl.Expr]:
 def _fast_ok(with_parse_error: bool) -> pl.Expr:
     def plain_id(name):
         c = pl.col(name)
-        return c.str.len_chars().is_between(1, MAX_ID_CHARS) & ~c.str.contains(r"^\s|\s$")
+        return (c.str.len_chars().is_between(1, MAX_ID_CHARS) & ~c.str.contains(r"^\s|\s$")
+                & ~c.str.contains(_CONTROL))
 
     return pl.all_horizontal(
         plain_id(EVENT_ID).fill_null(False),
@@ -449,7 +559,7 @@ def _fast_ok(with_parse_error: bool) -> pl.Expr:
         pl.col(METER).is_in(list(METER_NAMES)).fill_null(False),
         pl.col(CHANNEL).is_in(list(CHANNELS)).fill_null(False),
         (pl.col(STATUS).is_null() | pl.col(STATUS).is_in(list(STATUSES))).fill_null(False),
-        pl.col("_fast_ts").is_not_null(),
+        pl.col("_fast_ts").is_between(MIN_OCCURRED_AT, MAX_OCCURRED_AT, closed="left").fill_null(False),
         pl.col("_fast_micros").is_not_null(),
         pl.col("_fast_attempt").is_not_null(),
         pl.col("_parse_error").is_null() if with_parse_error else pl.lit(True),
@@ -517,6 +627,8 @@ def _rules() -> list[list[tuple[pl.Expr, pl.Expr]]]:
             missing(name),
             (col(name).str.len_chars() > MAX_ID_CHARS,
              pl.format(f"{name}: longer than {MAX_ID_CHARS} characters ({{}})", col(name).str.len_chars())),
+            (col(name).str.contains(_CONTROL),
+             says(name, " contains a control character (newline, NUL, ...)")),
         ])
     ts = col(OCCURRED_AT)
     rules.append([
@@ -525,6 +637,8 @@ def _rules() -> list[list[tuple[pl.Expr, pl.Expr]]]:
         (~ts.str.contains(_TS_WITH_OFFSET),
          says(OCCURRED_AT, " is not an RFC 3339 timestamp with offset, e.g. 2026-03-01T12:00:00Z")),
         (pl.col("_ts").is_null(), says(OCCURRED_AT, " is not a valid date/time")),
+        (~pl.col("_ts").is_between(MIN_OCCURRED_AT, MAX_OCCURRED_AT, closed="left"),
+         says(OCCURRED_AT, f" is outside {MIN_OCCURRED_AT.year}-{MAX_OCCURRED_AT.year - 1} (UTC)")),
     ])
     for name in (ORG, PROJECT, WORKLOAD):
         rules.append([
@@ -634,12 +748,17 @@ def _cmd_ingest(args, engine, *, out: Callable[[str], None] = print) -> int:
     from queries.engine import upgrade
 
     require_platform(args)  # an event file may carry any org's events
+    try:
+        max_bytes = args.max_bytes if getattr(args, "max_bytes", None) else default_max_bytes()
+    except UnreadableInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
     upgrade(engine)
     totals = [0, 0, 0]
     unreadable = 0
     for path in args.files:
         try:
-            (result,) = ingest_files(engine, [path], progress=True)
+            (result,) = ingest_files(engine, [path], progress=True, max_bytes=max_bytes)
         except UnreadableInput as exc:
             unreadable += 1
             print(f"error: {exc}; nothing written for this file", file=sys.stderr)
@@ -666,5 +785,6 @@ def _counts(accepted: int, duplicates: int, rejected: int) -> str:
 
 __all__: Sequence[str] = [
     "EVENT_FIELDS", "GOOD_SCHEMA", "IngestResult", "ParsedEvents", "REJECTED_SCHEMA", "UnreadableInput",
-    "events_from_frame", "ingest_files", "ingest_frame", "parse_events", "register", "validate_text",
+    "default_max_bytes", "events_from_frame", "ingest_files", "ingest_frame", "parse_events", "parse_size",
+    "register", "validate_text",
 ]

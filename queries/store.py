@@ -565,16 +565,34 @@ def _record_restatements(conn: sa.Connection, run_id: int, now: datetime) -> Non
     )
 
 
+QUARANTINE_RAW_MAX = 65_536  # characters of a rejected row's raw text kept as evidence
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL: keep it visible as the two characters \\0."""
+    return text.replace("\x00", "\\0")
+
+
+def _storable_expr(e: pl.Expr) -> pl.Expr:
+    return e.str.replace_all("\x00", "\\0", literal=True)
+
+
 def _insert_quarantine(conn, rejected: pl.DataFrame, run_id: int, source: str, now: datetime) -> None:
     if rejected.is_empty():
         return
     rows = rejected.select(
         pl.lit(run_id).alias("ingest_run_id"),
-        pl.lit(source[:1000]).alias("source"),
+        pl.lit(_storable(source)[:1000]).alias("source"),
         "line_number",
-        pl.col("org").str.slice(0, 200),
-        "raw",
-        "reason",
+        _storable_expr(pl.col("org").str.slice(0, 200)),
+        _storable_expr(
+            pl.when(pl.col("raw").str.len_chars() > QUARANTINE_RAW_MAX)
+            .then(pl.format("{}... (cut at {} of {} characters)",
+                            pl.col("raw").str.slice(0, QUARANTINE_RAW_MAX),
+                            pl.lit(QUARANTINE_RAW_MAX), pl.col("raw").str.len_chars()))
+            .otherwise(pl.col("raw"))
+        ).alias("raw"),
+        _storable_expr(pl.col("reason")),
     ).to_dicts()
     for row in rows:
         row["created_at"] = now
