@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "metering.demo",
     "metering.alerts",
     "metering.access_cli",
+    "metering.pgroles",
 )
 
 EXIT_OK = 0
