@@ -8,7 +8,8 @@ true-up is its own part: ``(minimum commitment)`` in every string dimension, nul
 
 ``allocate_invoice`` is vectorised with Polars in exact integer arithmetic
 (``amount_cents * quantity_micros`` as Int128, floor division and remainder, then a ranking of
-remainders within each line), so a million rollup rows cost no Python loop per row.
+remainders within each line), so a million rollup rows cost no Python loop per row. The only
+string sort is the output order; ties are ranked by the row number in that order (integers).
 """
 
 from __future__ import annotations
@@ -80,49 +81,84 @@ def allocate_invoice(
     """
     dims = _dimensions(dimensions)
     lines = [ln for ln in invoice.lines if ln.meter != TRUE_UP]
+    keys = [*dims, METER, ENVIRONMENT]
+    grouped = (
+        eligible_usage(usage, invoice.org, invoice.period, invoice.usage_through)
+        .group_by(keys)
+        .agg(pl.col(QUANTITY_MICROS).sum())
+    )
+    out = _allocate_lines(grouped, lines, dims)
+    if invoice.true_up_cents:
+        out = pl.concat([out, _true_up_row(out.schema, dims, invoice.true_up_cents)], how="vertical")
+    return out
+
+
+def _allocate_lines(grouped: pl.DataFrame, lines, dims: list[str]) -> pl.DataFrame:
+    """Largest remainder over ``grouped`` (one row per (dims..., meter, environment) part).
+
+    One string sort (the output order, by the part keys) and otherwise integer work: within a
+    line, the output order is the tie order (dims ascending), so the row number after that sort
+    ranks ties, and the cents go to the ``left`` parts with the largest (remainder, -row number).
+    The per-line check of quantities against the invoice uses the same frame.
+    """
+    keys = [*dims, METER, ENVIRONMENT]
     line_frame = pl.DataFrame(
         {
             METER: [ln.meter for ln in lines],
             ENVIRONMENT: [ln.environment for ln in lines],
+            "_line": list(range(len(lines))),
             "_line_amount": [ln.amount_cents for ln in lines],
             "_line_qty": [ln.quantity_micros for ln in lines],
         },
-        schema={METER: pl.String, ENVIRONMENT: pl.String, "_line_amount": pl.Int64, "_line_qty": pl.Int64},
+        schema={METER: pl.String, ENVIRONMENT: pl.String, "_line": pl.Int64, "_line_amount": pl.Int64,
+                "_line_qty": pl.Int64},
     )
-    keys = [*dims, METER, ENVIRONMENT]
-    parts = (
-        eligible_usage(usage, invoice.org, invoice.period, invoice.usage_through)
-        .group_by(keys)
-        .agg(pl.col(QUANTITY_MICROS).sum())
-        .join(line_frame, on=_LINE, how="inner")
-    )
-    _check_quantities(parts, lines)
     big = pl.Int128
-    num = pl.col(AMOUNT_CENTS + "_num")
-    parts = parts.with_columns(
-        (pl.col("_line_amount").cast(big) * pl.col(QUANTITY_MICROS).cast(big)).alias(AMOUNT_CENTS + "_num")
-    ).with_columns(
-        (num // pl.col("_line_qty").cast(big)).cast(pl.Int64).alias("_floor"),
-        (num % pl.col("_line_qty").cast(big)).alias("_rem"),
+    num = pl.col("_line_amount").cast(big) * pl.col(QUANTITY_MICROS).cast(big)
+    parts = (
+        grouped.join(line_frame, on=_LINE, how="inner")
+        .sort(keys, nulls_last=True)
+        .with_columns(
+            (num // pl.col("_line_qty").cast(big)).cast(pl.Int64).alias("_floor"),
+            (num % pl.col("_line_qty").cast(big)).cast(pl.Int64).alias("_rem"),  # < _line_qty
+        )
     )
-    parts = parts.sort(
-        [METER, ENVIRONMENT, "_rem", *dims],
-        descending=[False, False, True, *([False] * len(dims))],
-        nulls_last=True,
-    ).with_columns(
-        pl.int_range(pl.len()).over(_LINE).alias("_rank"),
-        (pl.col("_line_amount") - pl.col("_floor").sum().over(_LINE)).alias("_left"),
-    )
-    out = parts.select(
+    per_line = {
+        i: (qty, floors)
+        for i, qty, floors in parts.group_by("_line")
+        .agg(pl.col(QUANTITY_MICROS).sum(), pl.col("_floor").sum())
+        .iter_rows()
+    }
+    left = []
+    for i, ln in enumerate(lines):
+        got, floors = per_line.get(i, (0, 0))
+        if got != ln.quantity_micros:
+            raise ValueError(
+                f"usage does not match the invoice line {ln.meter}/{ln.environment}: "
+                f"{got} vs {ln.quantity_micros} quantity micros"
+            )
+        left.append(ln.amount_cents - floors)
+    extra = pl.Series("_extra", [0] * parts.height, dtype=pl.Int64)
+    if any(left):
+        # sum(_rem) = left * line quantity and each _rem < line quantity, so more than `left`
+        # parts have a positive remainder: parts with _rem = 0 never receive a cent
+        winners = (
+            parts.select("_line", "_rem")
+            .with_row_index("_i")
+            .with_columns(pl.col("_line").replace_strict(list(range(len(lines))), left,
+                                                         return_dtype=pl.Int64).alias("_left"))
+            .filter(pl.col("_left") > 0, pl.col("_rem") > 0)
+            .sort(["_line", "_rem", "_i"], descending=[False, True, False])
+            .filter(pl.int_range(pl.len()).over("_line") < pl.col("_left"))
+        )["_i"]
+        extra = extra.scatter(winners, 1)
+    return parts.select(
         *[pl.col(d) for d in dims],
         pl.col(METER),
         pl.col(ENVIRONMENT),
         pl.col(QUANTITY_MICROS),
-        (pl.col("_floor") + (pl.col("_rank") < pl.col("_left")).cast(pl.Int64)).alias(AMOUNT_CENTS),
-    ).sort(keys, nulls_last=True)
-    if invoice.true_up_cents:
-        out = pl.concat([out, _true_up_row(out.schema, dims, invoice.true_up_cents)], how="vertical")
-    return out
+        (pl.col("_floor") + extra).alias(AMOUNT_CENTS),
+    )
 
 
 def breakdown(allocation: pl.DataFrame, dimension: str) -> pl.DataFrame:
@@ -154,19 +190,6 @@ def _dimensions(dimensions: Sequence[str]) -> list[str]:
         if d not in out and d not in _LINE:
             out.append(d)
     return out
-
-
-def _check_quantities(parts: pl.DataFrame, lines) -> None:
-    got = {
-        (r[METER], r[ENVIRONMENT]): r[QUANTITY_MICROS]
-        for r in parts.group_by(_LINE).agg(pl.col(QUANTITY_MICROS).sum()).iter_rows(named=True)
-    }
-    for ln in lines:
-        if got.get((ln.meter, ln.environment), 0) != ln.quantity_micros:
-            raise ValueError(
-                f"usage does not match the invoice line {ln.meter}/{ln.environment}: "
-                f"{got.get((ln.meter, ln.environment), 0)} vs {ln.quantity_micros} quantity micros"
-            )
 
 
 def _true_up_row(schema, dims: list[str], cents: int) -> pl.DataFrame:
