@@ -278,7 +278,7 @@ def default_max_bytes() -> int:
 
 def parse_size(text: str) -> int:
     """A byte count: digits with an optional K, M, G or T suffix (binary: 1K = 1024), > 0."""
-    m = re.fullmatch(r"\s*(\d{1,15})\s*([KMGT]?)(i?B)?\s*", str(text), re.IGNORECASE)
+    m = re.fullmatch(r"\s*([0-9]{1,15})\s*([KMGT]?)(i?B)?\s*", str(text), re.IGNORECASE)
     if not m:
         raise ValueError(f"{str(text)[:40]!r} is not a size like 2147483648, 512M or 2G")
     value = int(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " ")
@@ -497,11 +497,13 @@ def _frame_as_text(df: pl.DataFrame, source: str) -> pl.DataFrame:
 # validation expressions (on the trimmed text columns ``_<field>``)
 
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
-_TS_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-_TS_NAIVE = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
-_DECIMAL = r"^\+?(\d+(\.\d*)?|\.\d+)$"
-_NEGATIVE_DECIMAL = r"^-(\d+(\.\d*)?|\.\d+)$"
-_INTEGER = r"^\+?\d+(\.0*)?$"
+# ASCII digits only ([0-9], never \d): Unicode digits match \d but do not cast to numbers
+_TS_WITH_OFFSET = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                   r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+_TS_NAIVE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?$"
+_DECIMAL = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+_NEGATIVE_DECIMAL = r"^-([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+_INTEGER = r"^\+?[0-9]+(\.0*)?$"
 
 
 def _blank_to_null(e: pl.Expr) -> pl.Expr:
@@ -518,9 +520,9 @@ def _shown(name: str) -> pl.Expr:
     return pl.concat_str(pl.lit("'"), v, pl.lit("'"))
 
 
-_FAST_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
-_FAST_QUANTITY = r"^\d{1,12}(\.\d{1,6})?$"
-_FAST_ATTEMPT = r"^[1-9]\d{0,8}$"
+_FAST_TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
+_FAST_QUANTITY = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
+_FAST_ATTEMPT = r"^[1-9][0-9]{0,8}$"
 
 
 def _fast_columns(typed_ts: bool = False) -> list[pl.Expr]:
@@ -569,13 +571,13 @@ def _fast_ok(with_parse_error: bool) -> pl.Expr:
 def _parsed_columns() -> list[pl.Expr]:
     ts_text = pl.col(f"_{OCCURRED_AT}")
     ts_norm = (
-        ts_text.str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt ]", "${1}T")
+        ts_text.str.replace(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]", "${1}T")
         .str.replace(r"[Zz]$", "+00:00")
     )
     ts = ts_norm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us")
     q = pl.col(f"_{QUANTITY}").fill_null(DEFAULTS[QUANTITY])
-    q_int = q.str.extract(r"^\+?(\d*)", 1).str.strip_chars_start("0")
-    q_frac = q.str.extract(r"\.(\d*)$", 1).fill_null("").str.strip_chars_end("0")
+    q_int = q.str.extract(r"^\+?([0-9]*)", 1).str.strip_chars_start("0")
+    q_frac = q.str.extract(r"\.([0-9]*)$", 1).fill_null("").str.strip_chars_end("0")
     q_ok = q.str.contains(_DECIMAL)
     micros = (
         pl.when(q_ok & (q_int.str.len_chars() <= MAX_QUANTITY_INT_DIGITS) & (q_frac.str.len_chars() <= 6))
@@ -588,7 +590,7 @@ def _parsed_columns() -> list[pl.Expr]:
         .otherwise(None)
     )
     a = pl.col(f"_{ATTEMPT}").fill_null(DEFAULTS[ATTEMPT])
-    a_int = a.str.extract(r"^\+?(\d+)", 1).str.strip_chars_start("0")
+    a_int = a.str.extract(r"^\+?([0-9]+)", 1).str.strip_chars_start("0")
     attempt = (
         pl.when(a.str.contains(_INTEGER) & (a_int.str.len_chars() <= MAX_ATTEMPT_DIGITS))
         .then(pl.when(a_int == "").then(pl.lit("0")).otherwise(a_int).cast(pl.Int64, strict=False))
@@ -657,12 +659,15 @@ def _rules() -> list[list[tuple[pl.Expr, pl.Expr]]]:
         (pl.col("_q_frac_len") > 6, says(QUANTITY, " has more than 6 decimal places")),
         (pl.col("_q_int_len") > MAX_QUANTITY_INT_DIGITS,
          says(QUANTITY, f" is too large (must be below 10^{MAX_QUANTITY_INT_DIGITS})")),
+        # backstop: whatever passed the checks above must also have been typed
+        (pl.col("_micros").is_null(), says(QUANTITY, " is not a decimal number")),
     ])
     a = col(ATTEMPT)
     rules.append([
         (~a.str.contains(_INTEGER), says(ATTEMPT, " is not a whole number")),
         (pl.col("_a_int_len") > MAX_ATTEMPT_DIGITS, says(ATTEMPT, " is too large")),
         (pl.col("_attempt_int") < 1, says(ATTEMPT, " must be >= 1")),
+        (pl.col("_attempt_int").is_null(), says(ATTEMPT, " is not a whole number")),
     ])
     return rules
 
