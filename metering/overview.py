@@ -24,11 +24,12 @@ from metering.domain import (
     ENVIRONMENT,
     HEAVY_METERS,
     METER,
+    ORG,
     PROJECT,
     QUANTITY_MICROS,
     WORKLOAD,
 )
-from metering.invoice import Invoice, build_invoice, period_usage
+from metering.invoice import Invoice, build_invoice, usage_through
 from metering.periods import days_in_period, period_bounds, period_of
 
 AMOUNT_CENTS = "amount_cents"
@@ -67,13 +68,18 @@ def billing_overview(
     previous_card=None,
     with_projection: bool = True,
 ) -> BillingOverview:
-    """Invoice, allocation, comparison and projection for the org's period (see module doc)."""
+    """Invoice, allocation, comparison and projection for the org's period (see module doc).
+
+    ``usage_history`` is read once: the org's rows of the two windows (the period through
+    ``today``, the comparison window) are sliced in one lazy pass and only those slices go to
+    the invoice and the allocation. The projection gets the history (its backtest needs the
+    earlier periods).
+    """
     start, end = period_bounds(period)
     is_open = start <= today <= end
     as_of = today if is_open else None
     as_of_dt = _midnight(today) if is_open else None
-    invoice = build_invoice(usage_history, card, org, period, as_of_dt)
-    parts = allocate_invoice(usage_history, invoice, card, ALLOCATION_DIMENSIONS)
+    through = usage_through(period, as_of_dt)
 
     c_start, c_end = period_bounds(compare_period)
     like_for_like = is_open
@@ -82,8 +88,16 @@ def billing_overview(
         c_end = min(c_end, c_start + timedelta(days=elapsed - 1))
     prev_card = card if previous_card is None else previous_card
     prev_as_of = _midnight(c_end) if like_for_like else None
-    previous = build_invoice(usage_history, prev_card, org, compare_period, prev_as_of)
-    previous_parts = allocate_invoice(usage_history, previous, prev_card, ALLOCATION_DIMENSIONS)
+
+    org_rows = usage_history.lazy().filter(pl.col(ORG) == org)
+    current_usage, previous_usage = pl.collect_all([
+        org_rows.filter(pl.col(DAY).is_between(start, through)),
+        org_rows.filter(pl.col(DAY).is_between(c_start, usage_through(compare_period, prev_as_of))),
+    ])
+    invoice = build_invoice(current_usage, card, org, period, as_of_dt)
+    parts = allocate_invoice(current_usage, invoice, card, ALLOCATION_DIMENSIONS)
+    previous = build_invoice(previous_usage, prev_card, org, compare_period, prev_as_of)
+    previous_parts = allocate_invoice(previous_usage, previous, prev_card, ALLOCATION_DIMENSIONS)
 
     projection = None
     if is_open and with_projection:
@@ -95,7 +109,7 @@ def billing_overview(
         org=org, period=period, compare_period=compare_period, as_of=as_of,
         like_for_like=like_for_like, invoice=invoice, parts=parts, previous_invoice=previous,
         previous_parts=previous_parts, previous_window=(c_start, c_end),
-        usage=period_usage(usage_history, org, period, invoice.usage_through),
+        usage=current_usage,
         projection=projection,
     )
 
