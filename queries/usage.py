@@ -85,17 +85,83 @@ def load_usage(
     filters: dict[str, Sequence[str]] | None = None,
     group_by: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """Rollup rows (or a pushed-down aggregate) for the orgs and days [start, end]."""
+    """Rollup rows (or a pushed-down aggregate) for the orgs and days [start, end].
+
+    The frame has the USAGE_SCHEMA dtypes of its columns and is sorted by every key column (all
+    but quantity_micros and events), the same on both databases. On PostgreSQL the SELECT runs
+    as ``COPY (...) TO STDOUT (FORMAT csv)`` and Polars parses the CSV (no Python object per
+    row); on SQLite the rows come through SQLAlchemy.
+    """
     stmt = usage_select(orgs, start, end, filters, group_by)
-    with engine.connect() as conn:
-        result = conn.execute(stmt)
-        names = list(result.keys())
-        rows = result.fetchall()
+    names = [c.name for c in stmt.selected_columns]
     schema = {n: USAGE_SCHEMA[n] for n in names}
+    if engine.dialect.name == "postgresql":
+        return _load_by_copy(engine, stmt, schema)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).fetchall()
     if not rows:
         return pl.DataFrame(schema=schema)
     df = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
     return _coerce(df, schema)
+
+
+def copy_statement(engine: sa.Engine, stmt: sa.Select, cursor) -> str:
+    """``COPY (<stmt>) TO STDOUT (FORMAT csv)`` with the bound parameters rendered as literals by
+    psycopg's client-side binding (``ClientCursor.mogrify``: quoting and escaping by the driver,
+    never by string formatting here). COPY cannot take server-side parameters."""
+    import psycopg
+
+    compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+    select = psycopg.ClientCursor(cursor.connection).mogrify(compiled.string, compiled.params)
+    return f"COPY ({select}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')"
+
+
+def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    import psycopg
+
+    chunks: list[bytes] = []
+    with engine.connect() as conn:
+        # begin through SQLAlchemy first: its "begin" event sets the org scope that row-level
+        # security reads (queries.engine.scoped_engine); the COPY runs in that transaction
+        conn.begin()
+        raw = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cur:
+                with cur.copy(copy_statement(engine, stmt, cur)) as copy:
+                    for block in copy:
+                        chunks.append(bytes(block))
+        except psycopg.Error as exc:
+            fault = _copy_fault(engine, raw, exc)
+            if raw.broken:
+                conn.invalidate()
+            if fault is None:
+                raise
+            raise fault from exc
+    data = b"".join(chunks)
+    if not data:
+        return pl.DataFrame(schema=schema)
+    # PostgreSQL's CSV: NULL is an empty unquoted field, '' is "" (Polars reads them the same
+    # way); booleans are t/f, dates ISO, numbers plain
+    text_schema = {n: pl.String if dtype == pl.Boolean() else dtype for n, dtype in schema.items()}
+    df = pl.read_csv(data, has_header=False, schema=text_schema, quote_char='"')
+    df = df.with_columns(pl.col(n) == "t" for n, dtype in schema.items() if dtype == pl.Boolean())
+    return df.sort([c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
+
+
+def _copy_fault(engine: sa.Engine, raw, exc: Exception) -> Exception | None:
+    """The same translation SQLAlchemy-run statements get (queries.engine's handle_error)."""
+    import re
+
+    from queries.engine import classify_fault, safe_url
+
+    try:
+        options = raw.info.get_parameters().get("options", "")
+    except Exception:  # noqa: BLE001 - a broken connection has no parameters to read
+        options = ""
+    found = re.search(r"statement_timeout=(\d+)", options)
+    timeout = f"{found.group(1)} ms" if found else None
+    return classify_fault(exc, "postgresql", bool(raw.closed or raw.broken), timeout,
+                          f"PostgreSQL at {safe_url(engine.url)}")
 
 
 def _coerce(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:

@@ -1,0 +1,151 @@
+"""queries.usage.load_usage: the same frame on SQLite (SQLAlchemy rows) and PostgreSQL (COPY ...
+TO STDOUT as CSV, parsed by Polars): dtypes, sort order, filters, group-by, empty results and
+awkward text (quotes, commas, newlines, unicode, empty strings, SQL-looking values).
+
+The expected frames are computed here in plain Python from the inserted rows (filter, group,
+sort by the key columns), independently of both read paths."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from metering.domain import USAGE_SCHEMA
+from queries.engine import make_engine, upgrade
+from queries.usage import UnscopedQuery, copy_statement, load_usage, usage_select
+from tests.billing_helpers import insert_usage, row
+from tests.conftest import _truncate
+
+KEYS = [c for c in USAGE_SCHEMA if c not in ("quantity_micros", "events")]
+ORGS = ["o'hara & sons", 'bürö "zwei", gmbh', "acme"]
+PROJECTS = ["p, with comma", "line\nbreak", 'say "hi"', "", "t", "NULL", "  padded  ", "日本語",
+            r"back\slash"]
+
+
+def _rows() -> list[dict]:
+    out = []
+    for i in range(160):
+        out.append(row(
+            org=ORGS[i % 3], project=PROJECTS[i % len(PROJECTS)],
+            environment="production" if i % 4 else "sandbox", api_key=f"key-{i % 7}",
+            meter=["lookup", "report_job", "webhook_delivery"][i % 3 if i % 5 else 2],
+            workload=["underwriting", "ünïcode-wörk"][i % 2], channel="api",
+            day=date(2026, 2, 25) + timedelta(days=i % 11),
+            status="failed" if i % 13 == 0 else "success", retry=i % 6 == 0,
+            quantity=(i * 7919 % 1000) + (i % 3) / 4 if i % 17 else 100_000_000_000,  # 1e17 micros
+            events=i + 1,
+        ))
+    return out
+
+
+ROWS = _rows()
+
+
+def _expected(orgs, start=None, end=None, filters=None, group_by=None) -> pl.DataFrame:
+    picked = [
+        r for r in ROWS
+        if r["org"] in orgs and (start is None or r["day"] >= start) and (end is None or r["day"] <= end)
+        and all(not v or r[c] in v for c, v in (filters or {}).items())
+    ]
+    if group_by is None:
+        merged: dict[tuple, dict] = {}
+        for r in picked:  # the store merges rows with the same rollup key (insert_usage does too)
+            k = tuple(r[c] for c in KEYS if c != "eligible")
+            if k in merged:
+                m = merged[k]
+                merged[k] = {**m, "quantity_micros": m["quantity_micros"] + r["quantity_micros"],
+                             "events": m["events"] + r["events"]}
+            else:
+                merged[k] = dict(r)
+        out = sorted(merged.values(), key=lambda r: tuple(r[c] for c in KEYS))
+        if not out:
+            return pl.DataFrame(schema=USAGE_SCHEMA)
+        return pl.DataFrame(out, schema=USAGE_SCHEMA, orient="row")
+    keys = ["org", *[g for g in group_by if g != "org"]]
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for r in picked:
+        s = sums[tuple(r[k] for k in keys)]
+        s[0] += r["quantity_micros"]
+        s[1] += r["events"]
+    schema = {k: USAGE_SCHEMA[k] for k in [*keys, "quantity_micros", "events"]}
+    data = [(*k, q, e) for k, (q, e) in sorted(sums.items())]
+    return pl.DataFrame(data, schema=schema, orient="row")
+
+
+CASES = [
+    ({"orgs": ORGS}, "every org, every row"),
+    ({"orgs": [ORGS[0]]}, "one org with a quote"),
+    ({"orgs": [ORGS[1], ORGS[2]], "start": date(2026, 2, 27), "end": date(2026, 3, 2)}, "days"),
+    ({"orgs": ORGS, "filters": {"project": ['say "hi"', "p, with comma", ""], "meter": ["lookup"]}},
+     "filters"),
+    ({"orgs": ORGS, "filters": {"workload": ["ünïcode-wörk"], "project": []}},
+     "unicode filter, empty filter"),
+    ({"orgs": ORGS, "group_by": ["project", "day"]}, "group by project, day"),
+    ({"orgs": [ORGS[1]], "group_by": ["retry", "meter"]}, "group by a boolean"),
+    ({"orgs": ORGS, "group_by": ["eligible", "status", "environment"]}, "group by eligible"),
+    ({"orgs": ORGS, "group_by": []}, "group by org only"),
+    ({"orgs": ORGS, "start": date(2026, 2, 27), "group_by": ["api_key"],
+      "filters": {"project": ["line\nbreak", "日本語"]}}, "group by with filters"),
+    ({"orgs": ["nobody"]}, "an org without usage"),
+    ({"orgs": []}, "the empty scope"),
+    ({"orgs": ORGS, "start": date(2027, 1, 1)}, "no day in range"),
+    ({"orgs": ORGS, "start": date(2027, 1, 1), "group_by": ["project"]}, "empty aggregate"),
+]
+
+
+@pytest.mark.parametrize(("kw", "label"), CASES, ids=[c[1] for c in CASES])
+def test_load_usage_matches_an_independent_computation(engine, kw, label):
+    insert_usage(engine, ROWS)
+    got = load_usage(engine, **kw)
+    want = _expected(**kw)
+    assert got.schema == want.schema, label
+    assert got.equals(want), label
+    if kw.get("group_by") is None:
+        assert got.schema == pl.Schema(USAGE_SCHEMA)
+
+
+def test_sqlite_and_postgresql_frames_are_identical(pg_engine, tmp_path):
+    sqlite = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade(sqlite)
+    try:
+        _truncate(pg_engine)
+        for eng in (sqlite, pg_engine):
+            insert_usage(eng, ROWS)
+        for kw, label in CASES:
+            a, b = load_usage(sqlite, **kw), load_usage(pg_engine, **kw)
+            assert a.schema == b.schema, label
+            assert a.equals(b), label
+        assert load_usage(pg_engine, ORGS).height == len(_expected(ORGS))
+    finally:
+        sqlite.dispose()
+
+
+def test_copy_statement_binds_values_through_the_driver(pg_engine):
+    stmt = usage_select(["x'); DROP TABLE usage_daily; --"], date(2026, 3, 1), None,
+                        filters={"project": ["it's"]})
+    with pg_engine.connect() as conn:
+        cur = conn.connection.driver_connection.cursor()
+        text = copy_statement(pg_engine, stmt, cur)
+    assert text.startswith("COPY (SELECT ") and text.endswith(") TO STDOUT (FORMAT csv, ENCODING 'UTF8')")
+    assert "'x''); DROP TABLE usage_daily; --'" in text  # quoted by psycopg as one literal
+    assert "'it''s'" in text
+    assert "%(" not in text
+    # and the hostile org name is just an org without usage
+    assert load_usage(pg_engine, ["x'); DROP TABLE usage_daily; --"]).height == 0
+    with pg_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM usage_daily")).scalar_one() >= 0
+
+
+def test_load_usage_keeps_the_scope_rules(engine):
+    with pytest.raises(UnscopedQuery):
+        load_usage(engine, None)
+    with pytest.raises(UnscopedQuery):
+        load_usage(engine, "acme")
+    with pytest.raises(ValueError, match="unknown filter column 'org'"):
+        load_usage(engine, ["acme"], filters={"org": ["x"]})
+    with pytest.raises(ValueError, match="unknown group-by column 'quantity_micros'"):
+        load_usage(engine, ["acme"], group_by=["quantity_micros"])
