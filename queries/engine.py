@@ -39,7 +39,7 @@ SCOPE_OPTION = "metering_orgs"
 ALL_ORGS = "*all*"  # the execution-option value for "every org" (cannot be an org slug)
 
 # how often (SQLite VM instructions) the statement-timeout check runs
-_SQLITE_PROGRESS_STEPS = 20_000
+_SQLITE_PROGRESS_STEPS = 100_000
 
 
 class DatabaseUnavailable(RuntimeError):

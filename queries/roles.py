@@ -75,12 +75,13 @@ def check_role_name(name: str) -> str:
 
 def reader_policy_sql(table_sql: str, reader: str, quote) -> str:
     """The reader's SELECT policy on one (quoted, qualified) table: its org in metering.orgs, or
-    every org when metering.all_orgs is 'on'; no setting, no rows."""
+    every org when metering.all_orgs is 'on'; no setting, no rows. The settings are read in
+    scalar subqueries so PostgreSQL evaluates them once per statement (InitPlan), not per row."""
     return (
         f"CREATE POLICY {quote(_policy_name(reader, 'org_scope'))} ON {table_sql} "
         f"AS PERMISSIVE FOR SELECT TO {quote(reader)} USING ("
-        f"current_setting('{ALL_ORGS_SETTING}', true) = 'on' "
-        f"OR org = ANY (string_to_array(current_setting('{ORGS_SETTING}', true), ',')))"
+        f"(SELECT current_setting('{ALL_ORGS_SETTING}', true)) = 'on' "
+        f"OR org = ANY ((SELECT string_to_array(current_setting('{ORGS_SETTING}', true), ','))::text[]))"
     )
 
 

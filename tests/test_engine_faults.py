@@ -83,7 +83,7 @@ def test_sqlite_timeout_is_per_statement_and_disarmed_after_the_transaction(tmp_
         time.sleep(0.3)
         # raw driver work after the transaction ended (as ingest's executemany does) is not timed
         cur = conn.connection.driver_connection.cursor()
-        assert cur.execute(_count_to(20000)).fetchone() == (20000,)
+        assert cur.execute(_count_to(200_000)).fetchone() == (200_000,)
         cur.close()
 
 

@@ -309,3 +309,11 @@ def test_setup_refuses_bad_names_and_missing_schema(pg_engine, tmp_path):
     with pg_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mt_never_made%'")
                             ).scalar_one() == 0
+
+
+def test_rls_settings_are_read_once_per_statement(pg_engine, fresh):
+    """The policy reads metering.orgs in scalar subqueries (InitPlans), not once per row."""
+    setup_roles(pg_engine, reader=fresh["reader"], writer=fresh["writer"], rls=True)
+    with scoped_engine(fresh["reader_engine"], {"org-a"}).connect() as conn:
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN SELECT count(*) FROM usage_daily"))
+    assert plan.count("InitPlan") == 2 and "current_setting" not in plan.split("Filter:", 1)[1]
