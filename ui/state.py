@@ -212,8 +212,10 @@ def share_query(filters: Filters, **page_params) -> str:
 
 
 def current_filters() -> Filters:
-    """The filters app.py resolved for this run."""
-    return st.session_state["filters"]
+    """The filters the frame resolved for this run (the frame runs first if app.py did not)."""
+    from ui.frame import page_filters
+
+    return page_filters()
 
 
 def today() -> date:
