@@ -46,10 +46,9 @@ def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def server(demo_sqlite_url):
+def _start_server(db_url: str, **extra_env: str):
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "METERING_DATABASE_URL": demo_sqlite_url}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "METERING_DATABASE_URL": db_url, **extra_env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -68,12 +67,37 @@ def server(demo_sqlite_url):
     else:
         proc.kill()
         raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
-    yield base
+    return proc, base
+
+
+def _stop_server(proc) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(demo_sqlite_url):
+    env = {"METERING_AUTH": "local"}
+    proc, base = _start_server(demo_sqlite_url, **env)
+    yield base
+    _stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def proxy_server(demo_sqlite_url):
+    """The app behind a (simulated) sign-in proxy: the user comes in the X-Forwarded-Email header."""
+    from queries.access import grant
+    from queries.engine import make_engine
+
+    eng = make_engine(demo_sqlite_url)
+    grant(eng, ["acme-insurance"], "a@x", "acme-insurance", "viewer")
+    eng.dispose()
+    proc, base = _start_server(demo_sqlite_url, METERING_AUTH="proxy")
+    yield base
+    _stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +169,47 @@ def test_shared_link_opens_same_view_and_filters_follow_url(server, browser, dem
 
 def test_bad_link_warns_and_falls_back(server, browser, demo_period):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(f"{server}/?org=not-an-org%27%3B--&period=1999-99")
+    page.goto(f"{server}/?org=acme-insurance&period=1999-99&env=staging%27%3B--")
     _wait_app(page, "ignored")
     body = page.inner_text("body")
     assert "unknown or not visible" in body
     assert "Traceback" not in body
     page.screenshot(path=str(SHOTS / "bad-link.png"), full_page=True)
     page.close()
+
+
+def test_link_to_another_org_shows_no_access(proxy_server, browser, demo_sqlite_url, demo_period):
+    """A viewer of acme-insurance (identified by the proxy header) opens a link to borealis-health."""
+    closed = _closed(demo_period)
+    b = json.loads(_cli(demo_sqlite_url, "invoice", "--org", "borealis-health", "--period", closed,
+                        "--json").stdout)
+    b_total = f"{b['total']:,.2f}"
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800},
+                              extra_http_headers={"X-Forwarded-Email": "a@x"})
+    page = ctx.new_page()
+    for path in ("", "invoice", "projects"):
+        page.goto(f"{proxy_server}/{path}?org=borealis-health&period={closed}")
+        _wait_app(page, "No access")
+        body = page.inner_text("body")
+        assert "borealis-sandbox" not in body and "clinical-credentialing" not in body
+        assert b_total not in body and "Traceback" not in body
+        if not path:
+            page.screenshot(path=str(SHOTS / "no_access.png"), full_page=True)
+    # control: the same user's own org renders, with its numbers
+    page.goto(f"{proxy_server}/?org=acme-insurance&period={closed}")
+    _wait_app(page, "Invoice total")
+    assert "acme-insurance" in page.inner_text("body")
+    ctx.close()
+
+    # no header (not through the proxy): nothing but "Not signed in"
+    anon = browser.new_page()
+    anon.goto(f"{proxy_server}/?org=acme-insurance")
+    _wait_app(anon, "Not signed in")
+    assert "acme-insurance" not in anon.inner_text("body")
+    anon.close()
+
+
+def _closed(period: str) -> str:
+    from metering.periods import shift_period
+
+    return shift_period(period, -1)
