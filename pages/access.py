@@ -8,6 +8,7 @@ from queries.access import grant, list_memberships, revoke
 from queries.usage import UnscopedQuery
 from ui import data
 from ui.auth import admin_orgs, clear_memberships_cache, principal
+from ui.fmt import md
 from ui.nav import can_administer
 from ui.state import current_filters
 
@@ -43,9 +44,9 @@ with left, st.form("grant_form", clear_on_submit=True):
         try:
             grant(eng, orgs, _user_id(uid), org, role)
             clear_memberships_cache()
-            st.success(f"{_user_id(uid)} is now {role} in {org}.")
+            st.success(f"{md(_user_id(uid))} is now {role} in {org}.")
         except (ValueError, UnscopedQuery) as exc:
-            st.error(f"Not granted: {exc}")
+            st.error(f"Not granted: {md(exc)}")
 
 members = list_memberships(eng, orgs)
 with right:
@@ -59,10 +60,10 @@ with right:
             try:
                 revoke(eng, orgs, uid_r, org_r)
                 clear_memberships_cache()
-                st.session_state["_access_flash"] = f"Revoked {uid_r} in {org_r}."
+                st.session_state["_access_flash"] = f"Revoked {md(uid_r)} in {org_r}."
                 st.rerun()
             except (ValueError, UnscopedQuery) as exc:
-                st.error(f"Not revoked: {exc}")
+                st.error(f"Not revoked: {md(exc)}")
     else:
         st.info("No memberships yet in these organizations.")
     if flash := st.session_state.pop("_access_flash", None):

@@ -17,7 +17,7 @@ from metering.forecast import METHOD_LABELS
 from metering.overview import slice_frame
 from ui import charts, data
 from ui.auth import orgs_with, principal
-from ui.fmt import usd
+from ui.fmt import md, usd
 from ui.state import current_filters, today
 
 
@@ -49,7 +49,7 @@ def _budget_editor(evals) -> None:
                     data.clear()
                     st.success("Budget saved.")
                 except BudgetError as exc:
-                    st.error(f"Not saved: {exc}")
+                    st.error(f"Not saved: {md(exc)}")
         budgets = list_budgets(data.engine(), [f.org], f.org)
         if budgets:
             victim = st.selectbox("Delete a budget", [b.id for b in budgets], key="b_delete",

@@ -17,7 +17,7 @@ from metering.overview import (
     unit_cost,
 )
 from ui import charts, data
-from ui.fmt import pct, qty, signed_usd, usd
+from ui.fmt import md, pct, qty, signed_usd, usd
 from ui.state import current_filters, today
 
 f = current_filters()
@@ -91,8 +91,8 @@ with right:
                 continue
             conc = spend_concentration(spend, dim, top_n=3)
             if dim == "project":
-                st.markdown(f"**{driven_by(parts.filter(pl.col(dim).is_not_null()), dim)}**")
-            st.caption(f"{DIMENSION_LABELS[dim]}: top is **{conc.top}** at {pct(conc.top_share)}; "
+                st.markdown(f"**{md(driven_by(parts.filter(pl.col(dim).is_not_null()), dim))}**")
+            st.caption(f"{DIMENSION_LABELS[dim]}: top is **{md(conc.top)}** at {pct(conc.top_share)}; "
                        f"top 3 hold {pct(conc.top_n_share)}; HHI {conc.hhi_points:,.0f} / 10,000")
     else:
         st.info("No billable spend in this view yet.")

@@ -7,7 +7,7 @@ from metering.domain import DIMENSION_LABELS
 from metering.lanes import lanes_period_over_period
 from metering.overview import slice_frame
 from ui import charts, data
-from ui.fmt import signed_usd, usd
+from ui.fmt import md, signed_usd, usd
 from ui.state import current_filters, today
 
 LANE_DIMS = ["project", "workload", "api_key", "environment", "meter"]
@@ -48,8 +48,8 @@ if cmp.lanes.height > 12:
     st.caption(f"Top 12 lanes by absolute change shown; {cmp.lanes.height - 12} smaller lanes are in the table.")
 if cmp.new or cmp.ended:
     st.markdown(" · ".join(filter(None, [
-        f"**New lanes:** {', '.join(cmp.new[:8])}" if cmp.new else "",
-        f"**Ended lanes:** {', '.join(cmp.ended[:8])}" if cmp.ended else ""])))
+        f"**New lanes:** {', '.join(md(x) for x in cmp.new[:8])}" if cmp.new else "",
+        f"**Ended lanes:** {', '.join(md(x) for x in cmp.ended[:8])}" if cmp.ended else ""])))
 
 show = cmp.lanes.select(
     pl.col(dim).alias(DIMENSION_LABELS[dim]), pl.col("status").alias("Status"),

@@ -25,6 +25,8 @@ from queries.access import grant, memberships_of, revoke
 from queries.engine import make_engine
 from tests.conftest import ROOT
 from ui.auth import AuthConfigError, auth_mode, proxy_header_name, user_from_headers, user_from_oidc
+from ui.fmt import _MD_SPECIAL as MD_SPECIAL
+from ui.fmt import md
 from ui.state import FILTER_KEYS, MAX_VALUE_LEN, SINGLE_VALUED, resolve_org, validate_params
 
 APP = str(ROOT / "app.py")
@@ -367,3 +369,67 @@ def test_resolve_org_never_leaves_the_visible_set(raw, visible):
         assert raw == [org] or (not raw and org == visible[0])
     else:
         assert raw or not visible
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.one_of(hs.text(max_size=80), hs.sampled_from(NASTY)))
+def test_md_makes_data_inert(value):
+    out = md(value)
+    # reading it back: every escaped character is the original one, nothing unescaped is special
+    plain, i = [], 0
+    while i < len(out):
+        if out[i] == "\\":
+            assert out[i + 1] in MD_SPECIAL
+            plain.append(out[i + 1])
+            i += 2
+        else:
+            assert out[i] not in MD_SPECIAL and out[i] not in "\n\r"
+            plain.append(out[i])
+            i += 1
+    assert "".join(plain) == " ".join(value.splitlines())
+
+
+def _loader_script():
+    import streamlit as st
+
+    from metering.access import AccessDenied, Principal, Role
+    from ui import data
+
+    st.session_state["_principal"] = Principal("a@x", "a@x", "test", {"acme-insurance": Role.VIEWER})
+    calls = {
+        "org_options": lambda o: data.org_options(o),
+        "freshness": lambda o: data.freshness(o),
+        "api_keys": lambda o: data.api_keys(o),
+        "org_usage": lambda o: data.org_usage(o, st.session_state["_start"], st.session_state["_end"]),
+        "overview": lambda o: data.overview(o, st.session_state["_closed"], st.session_state["_prev"],
+                                            st.session_state["_end"]),
+        "budget_evaluations": lambda o: data.budget_evaluations(o, st.session_state["_end"]),
+        "invoice_document": lambda o: data.invoice_document(o, st.session_state["_closed"], None),
+        "ingest_runs": lambda o: data.ingest_runs(),
+    }
+    for name, call in calls.items():
+        for org in ("acme-insurance", "borealis-health"):
+            try:
+                call(org)
+                st.text(f"{name} {org} served")
+            except AccessDenied:
+                st.text(f"{name} {org} denied")
+
+
+def test_loaders_refuse_orgs_outside_the_principal(demo, demo_period):
+    """The per-org caches are shared by all sessions: each loader checks the principal first,
+    even for a B request whose result another user already put in the cache."""
+    from metering.periods import period_bounds
+
+    closed = shift_period(demo_period, -1)
+    at = AppTest.from_function(_loader_script, default_timeout=120)
+    start, end = period_bounds(closed)
+    at.session_state["_start"], at.session_state["_end"] = start, end
+    at.session_state["_closed"], at.session_state["_prev"] = closed, shift_period(closed, -1)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    lines = [t.value for t in at.text]
+    names = ["org_options", "freshness", "api_keys", "org_usage", "overview", "budget_evaluations",
+             "invoice_document"]
+    expected = [line for n in names for line in (f"{n} acme-insurance served", f"{n} borealis-health denied")]
+    assert lines == expected + ["ingest_runs acme-insurance denied", "ingest_runs borealis-health denied"]

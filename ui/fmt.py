@@ -6,7 +6,19 @@ from decimal import Decimal
 
 from metering.money import format_usd
 
-__all__ = ["format_usd", "usd", "qty", "pct", "signed_usd"]
+__all__ = ["format_usd", "usd", "qty", "pct", "signed_usd", "md"]
+
+
+_MD_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$&\"'")
+
+
+def md(value: object) -> str:
+    """Data (API key ids, names, user input) made inert inside markdown: every markdown-special
+    ASCII character is backslash-escaped and line breaks become spaces, so a value can never
+    become a link, an emoji shortcode, LaTeX, HTML or formatting. Use it for any data value
+    placed in st.markdown / st.caption / st.info / st.success / st.error text."""
+    text = " ".join(str(value).splitlines())
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
 
 
 def usd(cents: int | None) -> str:
