@@ -596,3 +596,121 @@ def test_jsonl_blank_lines_crlf_and_bom(tmp_path, prefix):
     assert parsed.rejected.height == 0
     assert parsed.good.select("line_number", "event_id", "quantity_micros").rows() == [
         (1, "e0", 7_000_000), (3, "e1", 2_500_000), (6, "e2", 2_500_000)]
+
+
+# ---------------------------------------------------------------------------------------------
+# hardening: field limits, file size cap, content sniffing
+
+HARDENING_REJECTIONS = [
+    ("event_id", "a\x00b", "event_id: 'a\\0b' contains a control character"),
+    ("event_id", "line\nbreak", "event_id: 'line\\nbreak' contains a control character"),
+    ("event_id", "\x1b[2Jwipe", "event_id: '\ufffd[2Jwipe' contains a control character"),
+    ("api_key", "k\x7f", "api_key: 'k\ufffd' contains a control character"),
+    ("occurred_at", "1969-12-31T23:59:59Z", "occurred_at: '1969-12-31T23:59:59Z' is outside 1970-2199 (UTC)"),
+    ("occurred_at", "2200-01-01T00:00:00Z", "occurred_at: '2200-01-01T00:00:00Z' is outside 1970-2199"),
+    ("occurred_at", "9999-12-31T23:59:59-14:00", "occurred_at: '9999-12-31T23:59:59-14:00' is outside"),
+    ("occurred_at", "0000-01-01T00:00:00Z", "occurred_at: '0000-01-01T00:00:00Z' is "),
+    ("occurred_at", "２０２６-03-10T12:00:00Z", "occurred_at: '２０２６-03-10T12:00:00Z' is not an RFC 3339"),
+    ("quantity", "１", "quantity: '１' is not a decimal number"),
+    ("quantity", "٣.٥", "quantity: '٣.٥' is not a decimal number"),
+    ("attempt", "２", "attempt: '２' is not a whole number"),
+    ("org", "acme\x00", "org: 'acme\\0' is not a slug"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), HARDENING_REJECTIONS)
+def test_field_limits_quarantine_the_row_naming_the_field(engine, tmp_path, field, value, reason):
+    """JSON Lines carries any character (\\u0000 too); the row is rejected with a readable reason,
+    stored in quarantine on both databases (NUL kept visible as \\0), the good rows stored."""
+    path = write_jsonl(tmp_path / "e.jsonl", [BASE, {**BASE, "event_id": "bad", field: value},
+                                              {**BASE, "event_id": "ev-3"}])
+    (result,) = ingest_files(engine, [path], now=NOW)
+    assert (result.accepted, result.rejected) == (2, 1)
+    (q,) = table_rows(engine, quarantine, [quarantine.c.id])
+    line, org, raw, stored_reason = q[3], q[4], q[5], q[6]
+    assert line == 2 and stored_reason.startswith(reason), stored_reason
+    assert "\x00" not in raw and json.loads(raw.replace("\\0", "\\u0000"))[field] == value
+    assert "\x00" not in (org or "")
+
+
+def test_huge_raw_rows_are_kept_in_quarantine_up_to_a_marked_cut(engine, tmp_path):
+    huge = "x" * 200_000
+    path = write_jsonl(tmp_path / "e.jsonl", [{**BASE, "event_id": huge}])
+    (result,) = ingest_files(engine, [path], now=NOW)
+    assert result.rejected == 1
+    (q,) = table_rows(engine, quarantine, [quarantine.c.id])
+    assert q[6].startswith("event_id: longer than 128 characters (200000)")
+    raw = q[5]
+    assert raw.endswith(f"... (cut at 65536 of {len(json.dumps({**BASE, 'event_id': huge}))} characters)")
+    line = json.dumps({**BASE, "event_id": huge})
+    assert raw[:65_536] == line[:65_536]
+    assert len(raw) == 65_536 + len(" (cut at 65536 of 200259 characters)") + 3
+
+
+def test_size_cap_is_checked_before_reading(tmp_path, monkeypatch):
+    path = write_csv(tmp_path / "e.csv", [BASE] * 20)
+    size = path.stat().st_size
+    with pytest.raises(UnreadableInput, match=f"{size:,} bytes is above the ingest size cap of 100 bytes"):
+        parse_events(path, max_bytes=100)
+    assert parse_events(path, max_bytes=size).good.height == 20
+    monkeypatch.setenv("METERING_MAX_INGEST_BYTES", "1K")
+    assert size > 1024
+    with pytest.raises(UnreadableInput, match="above the ingest size cap of 1,024 bytes"):
+        parse_events(path)
+    monkeypatch.setenv("METERING_MAX_INGEST_BYTES", "lots")
+    with pytest.raises(UnreadableInput, match="METERING_MAX_INGEST_BYTES: 'lots' is not a size"):
+        parse_events(path)
+
+
+def test_cli_max_bytes_refuses_the_file_and_writes_nothing(engine, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("METERING_MAX_INGEST_BYTES", raising=False)
+    path = write_csv(tmp_path / "e.csv", [BASE, {**BASE, "event_id": "ev-2"}])
+    url = db_url(engine)
+    assert cli.main(["--database-url", url, "ingest", "--max-bytes", "100", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "above the ingest size cap of 100 bytes" in err and "nothing written" in err
+    assert count(engine, ingest_runs) == 0 and count(engine, usage_events) == 0
+    assert cli.main(["--database-url", url, "ingest", "--max-bytes", "1M", str(path)]) == 0
+    assert count(engine, usage_events) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["--database-url", url, "ingest", "--max-bytes", "0", str(path)])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("png.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "binary content (a PNG image), not CSV text"),
+        ("gz.csv", b"\x1f\x8b\x08\x00" + b"\x00" * 20, "binary content (gzip data), not CSV text"),
+        ("pq.csv", b"PAR1" + b"\x00" * 20 + b"PAR1", "binary content (a Parquet file), not CSV text"),
+        ("nul.csv", b"event_id,occurred_at\n\x00\x01\x02", "binary content (NUL byte at offset 21)"),
+        ("latin1.csv", "event_id,occurred_at\ncaf\xe9\n".encode("latin-1"),
+         "not readable UTF-8 text (invalid byte at offset 24)"),
+        ("zip.jsonl", b"PK\x03\x04rest", "binary content (a zip archive), not JSON Lines text"),
+        ("array.jsonl", b'\n  [{"event_id": "a"}]\n', "does not start with a JSON object ('{', found '[')"),
+        ("csv.jsonl", b"event_id,org\n", "does not start with a JSON object ('{', found 'e')"),
+        ("short.parquet", b"PAR1", "not a readable Parquet file (no PAR1 magic at its start and end)"),
+        ("csv.parquet", b"event_id,org\nx,y\n", "not a readable Parquet file (no PAR1 magic"),
+        ("zip.parquet", b"PK\x03\x04" + b"\x00" * 20,
+         "no PAR1 magic at its start and end); it looks like a zip archive"),
+    ],
+)
+def test_content_must_match_the_extension(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UnreadableInput) as exc:
+        parse_events(path)
+    assert message in str(exc.value) and name in str(exc.value)
+
+
+def test_sniffing_accepts_real_files_bom_and_blank_lead(tmp_path):
+    rows = [BASE, {**BASE, "event_id": "ev-2"}]
+    csv_path = write_csv(tmp_path / "e.csv", rows)
+    jl = tmp_path / "e.jsonl"
+    jl.write_text("\ufeff\n\n" + "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pq = tmp_path / "e.parquet"
+    pl.DataFrame(rows).write_parquet(pq)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for p in (csv_path, jl, pq):
+        assert parse_events(p).good["event_id"].to_list() == ["ev-1", "ev-2"], p
+    assert parse_events(empty).good.height == 0
