@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except AccessDenied as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (DatabaseUnavailable, sa.exc.OperationalError) as exc:
+    except (DatabaseUnavailable, sa.exc.OperationalError, *_DRIVER_FAULTS) as exc:
         print(f"error: {describe_db_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -109,14 +109,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _driver_faults() -> tuple[type[BaseException], ...]:
+    """psycopg errors raised outside SQLAlchemy (ingest's COPY on the raw connection)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return ()
+    return (psycopg.OperationalError,)
+
+
+_DRIVER_FAULTS = _driver_faults()
+
+
 def describe_db_error(exc: BaseException) -> str:
-    """One line naming the cause: a statement timeout, or the database being unavailable."""
-    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    """One line naming the cause: a statement timeout, a missing privilege, or the database
+    being unavailable."""
+    orig = exc if isinstance(exc, DatabaseUnavailable) else (getattr(exc, "orig", None) or exc)
     text = str(orig).strip()
     first = text.splitlines()[0] if text else type(orig).__name__
     if _is_timeout(exc, orig, text):
         return (f"database query timed out ({first}); raise --statement-timeout-ms or narrow "
                 "the request")
+    denied = getattr(importlib.import_module("queries.engine"), "DatabasePermissionDenied", None)
+    if denied is not None and isinstance(exc, denied):
+        return f"database permission denied ({first}); this login may not do that"
     return (f"database unavailable ({first}); check --database-url or METERING_DATABASE_URL "
             "and that the server is running")
 

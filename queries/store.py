@@ -584,7 +584,7 @@ def _insert_quarantine(conn, rejected: pl.DataFrame, run_id: int, source: str, n
         pl.lit(run_id).alias("ingest_run_id"),
         pl.lit(_storable(source)[:1000]).alias("source"),
         "line_number",
-        _storable_expr(pl.col("org").str.slice(0, 200)),
+        _storable_expr(pl.col("org")).str.slice(0, 200),  # slice after escaping: varchar(200)
         _storable_expr(
             pl.when(pl.col("raw").str.len_chars() > QUARANTINE_RAW_MAX)
             .then(pl.format("{}... (cut at {} of {} characters)",

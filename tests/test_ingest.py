@@ -714,3 +714,14 @@ def test_sniffing_accepts_real_files_bom_and_blank_lead(tmp_path):
     for p in (csv_path, jl, pq):
         assert parse_events(p).good["event_id"].to_list() == ["ev-1", "ev-2"], p
     assert parse_events(empty).good.height == 0
+
+
+def test_quarantine_org_is_cut_after_escaping_nul(engine, tmp_path):
+    """Found by the fuzz test: an org of 150 NULs escapes to 300 characters; the stored org must
+    still fit its varchar(200) (PostgreSQL refused the whole batch before)."""
+    path = write_jsonl(tmp_path / "e.jsonl", [{**BASE, "org": "\x00" * 150}, {**BASE, "event_id": "ok"}])
+    (result,) = ingest_files(engine, [path], now=NOW)
+    assert (result.accepted, result.rejected) == (1, 1)
+    (q,) = table_rows(engine, quarantine, [quarantine.c.id])
+    assert q[4] == "\\0" * 100
+    assert q[6] == "org: '" + "\\0" * 57 + "...' is not a slug (lowercase letters, digits, '-', 1-63 chars)"
