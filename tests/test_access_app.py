@@ -134,6 +134,14 @@ def test_link_to_another_org_shows_no_access_and_nothing_of_it(demo, demo_period
     assert ORG_A in _rendered(own)
 
 
+def test_no_access_button_opens_own_org(demo, demo_period):
+    at = _app({"org": ORG_B}, None, "a@x")
+    assert at.title[0].value == "No access"
+    next(b for b in at.button if b.label == "Open my organizations").click().run()
+    assert not at.exception
+    assert at.title[0].value.startswith(ORG_A)
+
+
 def test_downloads_of_own_org_only(demo, demo_period, capsys):
     """The invoice downloads exist for org A (with A's total) and not at all under a B link."""
     url, _ = demo
