@@ -50,13 +50,14 @@ ROLE_NAMES = tuple(r.label for r in Role)
 
 
 def check_user_id(user_id: str) -> str:
-    """A user id as stored: stripped, non-empty, at most 200 printable characters."""
+    """A user id as stored: stripped, non-empty, at most 200 printable characters; emails lowercase
+    (the app compares signed-in emails lowercase, so the CLI and the Access page store them so too)."""
     if not isinstance(user_id, str):
         raise ValueError("user_id must be a string")
     uid = user_id.strip()
     if not uid or len(uid) > USER_ID_MAX or not uid.isprintable():
         raise ValueError(f"user_id {user_id[:40]!r} must be 1-{USER_ID_MAX} printable characters")
-    return uid
+    return uid.lower() if "@" in uid else uid
 
 
 def check_org_name(org: str, *, allow_platform: bool = True) -> str:
