@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import date
 
+import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
@@ -145,7 +146,7 @@ def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataT
     text_schema = {n: pl.String if dtype == pl.Boolean() else dtype for n, dtype in schema.items()}
     df = pl.read_csv(data, has_header=False, schema=text_schema, quote_char='"')
     df = df.with_columns(pl.col(n) == "t" for n, dtype in schema.items() if dtype == pl.Boolean())
-    return df.sort([c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
+    return sort_by_keys(df, [c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
 
 
 def _copy_fault(engine: sa.Engine, raw, exc: Exception) -> Exception | None:
@@ -171,7 +172,56 @@ def _coerce(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         if dtype == pl.Date() and df.schema[name] == pl.String():
             col = col.str.to_date("%Y-%m-%d")
         exprs.append(col.cast(dtype).alias(name))
-    return df.select(exprs).sort([c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
+    return sort_by_keys(df.select(exprs), [c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
+
+
+def sort_by_keys(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """``df.sort(keys)``, computed faster for key columns of small cardinality (the rollup's).
+
+    Each key becomes its dense rank in Polars' own order (strings: the categorical code mapped
+    to the rank of its string among the column's distinct values; dates and integers: offset
+    from the minimum; booleans: 0/1) and the ranks are packed into one UInt64, so one integer
+    sort replaces a multi-column sort over strings. Falls back to ``df.sort(keys)`` when a key
+    has nulls, another dtype, or the ranks need more than 64 bits. Same result either way.
+    """
+    if df.height < 2 or not keys:
+        return df
+    codes: list[pl.Series] = []
+    widths: list[int] = []
+    for k in keys:
+        col = df[k]
+        if col.null_count():
+            return df.sort(keys)
+        dtype = col.dtype
+        if dtype == pl.String:
+            cat = col.cast(pl.Categorical)
+            phys = cat.to_physical().cast(pl.Int64)
+            if int(phys.max()) > 4 * df.height + 1_000_000:  # a huge global string pool
+                return df.sort(keys)
+            distinct = cat.unique()
+            by_text = distinct.cast(pl.String).arg_sort()
+            lookup = np.zeros(int(phys.max()) + 1, dtype=np.uint64)
+            lookup[distinct.to_physical().cast(pl.Int64).to_numpy()[by_text.to_numpy()]] = np.arange(
+                len(distinct), dtype=np.uint64)
+            codes.append(lookup[phys.to_numpy()])
+            n = len(distinct)
+        elif dtype == pl.Boolean:
+            codes.append(col.cast(pl.UInt64).to_numpy())
+            n = 2
+        elif dtype == pl.Date or dtype.is_integer():
+            phys = col.to_physical().cast(pl.Int64).to_numpy()
+            lo = int(phys.min())
+            n = int(phys.max()) - lo + 1
+            codes.append((phys - lo).astype(np.uint64))
+        else:
+            return df.sort(keys)
+        widths.append(max(1, (n - 1).bit_length()))
+    if sum(widths) > 64:
+        return df.sort(keys)
+    packed = np.zeros(df.height, dtype=np.uint64)
+    for code, width in zip(codes, widths, strict=True):
+        packed = (packed << np.uint64(width)) | code
+    return df[pl.Series(packed).arg_sort()]
 
 
 def usage_bounds(engine: sa.Engine, orgs: Collection[str]) -> tuple[date | None, date | None]:

@@ -149,3 +149,38 @@ def test_load_usage_keeps_the_scope_rules(engine):
         load_usage(engine, ["acme"], filters={"org": ["x"]})
     with pytest.raises(ValueError, match="unknown group-by column 'quantity_micros'"):
         load_usage(engine, ["acme"], group_by=["quantity_micros"])
+
+
+def _random_frame(seed: int, n: int) -> pl.DataFrame:
+    import random
+
+    rnd = random.Random(seed)
+    words = ["", "a", "A", "b", "ab", "a b", "é", "e\u0301", "日本", "z" * 40, "O'Hara", '"q"', "\n"]
+    return pl.DataFrame({
+        "day": [date(2025, 1, 1) + timedelta(days=rnd.randrange(700)) for _ in range(n)],
+        "org": [rnd.choice(words[:4]) for _ in range(n)],
+        "project": [rnd.choice(words) for _ in range(n)],
+        "retry": [rnd.random() < 0.5 for _ in range(n)],
+        "events": [rnd.randrange(-5, 5) for _ in range(n)],
+        "quantity_micros": list(range(n)),
+    }, schema={"day": pl.Date, "org": pl.String, "project": pl.String, "retry": pl.Boolean,
+               "events": pl.Int64, "quantity_micros": pl.Int64})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sort_by_keys_equals_a_plain_sort(seed):
+    from queries.usage import sort_by_keys
+
+    df = _random_frame(seed, 3000)
+    for keys in (["day", "org", "project", "retry", "events", "quantity_micros"],
+                 ["project", "day", "quantity_micros"], ["retry", "org", "quantity_micros"],
+                 ["events", "project", "quantity_micros"]):
+        got = sort_by_keys(df, keys)
+        assert got.equals(df.sort(keys)), keys
+    # nulls and wide keys fall back to the plain sort
+    with_null = df.with_columns(pl.when(pl.col("events") == 0).then(None).otherwise(pl.col("project"))
+                                .alias("project"))
+    assert sort_by_keys(with_null, ["project", "quantity_micros"]).equals(
+        with_null.sort(["project", "quantity_micros"]))
+    wide = df.with_columns((pl.col("quantity_micros") * 2**40).alias("big"))
+    assert sort_by_keys(wide, ["big", "events"]).equals(wide.sort(["big", "events"]))
