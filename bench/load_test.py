@@ -418,7 +418,8 @@ class ProtocolSession:
         await self._get("/_stcore/health")
         await self._get("/_stcore/host-config")
         await self._connect()
-        self.widgets, self.query = {}, parse_qs(query, keep_blank_values=True)
+        # a navigation reloads the JS app: its in-memory message cache and widget states start empty
+        self.cache, self.widgets, self.query = {}, {}, parse_qs(query, keep_blank_values=True)
         n, b = await self._rerun(self._client_state(page_name=path))
         if self.page_path != path:
             raise RunFailed(f"opened /{path} but the server ran /{self.page_path}")
@@ -766,7 +767,7 @@ def phase_report(ph: Phase) -> list[str]:
         f"{len(ph.samples)} requests, **{len(ph.failures)} failed**, throughput "
         f"**{done / ph.wall:.2f} completed page runs/s**. Server CPU {ph.server_cpu:.1f} s = "
         f"{ph.server_cpu / ph.wall:.2f} cores on average"
-        + (f", {percentile(cpu, 95):.2f} cores p95 of the 0.5 s windows" if cpu else "")
+        + (f", {percentile(cpu, 95):.2f} p95 / {max(cpu):.2f} max over the 0.5 s windows" if cpu else "")
         + (f", **{ph.server_cpu / done:.3f} CPU s per page run**" if done else "")
         + f"; load-test client {ph.client_cpu:.1f} s CPU. Load average (1/5/15 min) before {la[0]}, "
         f"after {la[1]}.",
@@ -775,8 +776,22 @@ def phase_report(ph: Phase) -> list[str]:
         f"{mem_mib[0]:,.0f} MiB, peak {max(mem_mib):,.0f} MiB, end {mem_mib[-1]:,.0f} MiB.",
         "",
     ]
+    if done:
+        mean_ms = sum(x.ms for x in ph.ok) / done
+        predicted = (ph.sessions / (done / ph.wall) - ph.think) * 1000
+        out += [f"Queueing check (Little's law, closed loop): sessions / throughput - think time = "
+                f"{predicted:,.0f} ms predicted mean page time, {mean_ms:,.0f} ms measured. One core's "
+                f"ceiling at this CPU cost: 1 / {ph.server_cpu / done:.3f} s = "
+                f"{done / ph.server_cpu:.1f} page runs/s (measured {done / ph.wall:.2f}).", ""]
     out += table([(a, by_action[a]) for a in ("open", "filter", "switch") if a in by_action], "action")
     out.append("")
+    opens = [x for x in by_action.get("open", []) if x.ok and x.run_ms is not None]
+    if opens:
+        pre = [x.ms - x.run_ms for x in opens]
+        runs = [x.run_ms for x in opens]
+        out += [f"An open splits into HTTP GETs + websocket handshake (p50 {percentile(pre, 50):,.0f} ms, "
+                f"p95 {percentile(pre, 95):,.0f} ms) and the first script run of the new session "
+                f"(p50 {percentile(runs, 50):,.0f} ms, p95 {percentile(runs, 95):,.0f} ms).", ""]
     out += table([(f"{n} (`/{p}`)", by_page[n]) for n, p in PAGES.items() if n in by_page], "page")
     out.append("")
     if ph.samples:

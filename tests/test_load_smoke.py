@@ -114,3 +114,25 @@ def test_two_sessions_five_seconds_complete_without_errors(demo_sqlite_url):
     assert r.server_cpu > 0
     text = report(lr)
     assert f"{len(r.samples)} requests, **0 failed**" in text
+
+
+def test_chromium_crosscheck_one_tab(demo_sqlite_url, demo_period, tmp_path):
+    """The cross-check machinery: a real Chromium tab and a protocol session walk every page."""
+    from bench.load_test import Links, cross_report, crosscheck
+
+    server = Server(demo_sqlite_url, ROOT, tmp_path)
+    server.start()
+    try:
+        links = Links(orgs=["acme-insurance"], periods=[demo_period], envs=[])
+        cross = asyncio.run(crosscheck(server.base, 1, links, rounds=1))
+    finally:
+        server.stop()
+    for side in ("browser", "protocol"):
+        samples = cross[side]
+        assert not [s.error for s in samples if not s.ok]
+        # one recorded round: open home, then a switch to each of the other six pages
+        assert [(s.action, s.page) for s in samples] == [("open", "home")] + [
+            ("switch", name) for name in PAGES if name != "home"]
+        assert all(0 < s.run_ms <= s.ms for s in samples)
+    text = "\n".join(cross_report(cross))
+    assert "failures: browser 0, protocol 0" in text
