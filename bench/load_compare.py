@@ -1,18 +1,20 @@
-"""Load benchmark: PostgreSQL -> Polars by the project's path vs pandas.read_sql vs COPY.
+"""Load benchmark: PostgreSQL -> Polars by the project's path vs row objects, pandas.read_sql, COPY.
 
 Owns the ``bench_load`` database (created fresh, dropped at the end) on 127.0.0.1:5432: a
 ``usage_daily`` table (schema by ``queries.engine.upgrade``) filled by COPY with N unique,
-deterministic rollup rows for one org over ~13 months. Two reads, each three ways:
+deterministic rollup rows for one org over ~13 months. Two reads, each four ways:
 
 - raw: every rollup column of the org's rows (``usage_select(orgs, start, end)``);
 - aggregate: pushed-down ``SUM`` by (project, environment, meter, day)
   (``usage_select(..., group_by=...)``).
 
-Paths: (a) ``queries.usage.load_usage`` (SQLAlchemy rows -> Polars); (b) ``pandas.read_sql``
-of the same statement, then ``polars.from_pandas``; (c) psycopg ``COPY (same SELECT, bound
-parameters) TO STDOUT (FORMAT csv)`` -> ``polars.read_csv`` with explicit types and the same
-final sort as load_usage. Paths (b) and (c) are checked equal to (a), so quantities stay exact
-Int64 micro-units. rows/s = rows returned / wall seconds (median of N).
+Paths: (a) ``queries.usage.load_usage`` (on PostgreSQL: COPY of the same SELECT as CSV, parsed
+by Polars); (b) the previous load_usage path, SQLAlchemy Row objects -> ``pl.DataFrame`` ->
+casts (``sqlalchemy_rows``); (c) ``pandas.read_sql`` of the same statement, then
+``polars.from_pandas``; (d) the bench's own psycopg ``COPY (same SELECT, bound parameters) TO
+STDOUT (FORMAT csv)`` -> ``polars.read_csv`` with explicit types and the same final sort.
+Paths (b)-(d) are checked equal to (a), so quantities stay exact Int64 micro-units. rows/s =
+rows returned / wall seconds (median of N).
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/load_compare.py [--rows 1000000] [--repeat 3]``
 """
@@ -79,7 +81,7 @@ def run_load(rows: int = 1_000_000, repeat: int = 3, keep: bool = False) -> dict
         for read, group_by in (("raw", None), ("aggregate", AGG_KEYS)):
             ref = None
             res = {}
-            for path in ("load_usage", "pandas_read_sql", "copy_csv"):
+            for path in READERS:
                 times, frame = [], None
                 for _ in range(repeat):
                     t0 = time.perf_counter()
@@ -106,6 +108,19 @@ def read_load_usage(engine, group_by):
     from queries.usage import load_usage
 
     return load_usage(engine, [ORG_NAME], FIRST_DAY, None, group_by=group_by)
+
+
+def read_rows(engine, group_by):
+    """The previous load_usage path: SQLAlchemy Row objects -> pl.DataFrame(orient="row") -> casts."""
+    from queries.usage import _coerce, usage_select
+
+    stmt = usage_select([ORG_NAME], FIRST_DAY, None, group_by=group_by)
+    with engine.connect() as conn:
+        result = conn.execute(stmt)
+        names = list(result.keys())
+        rows = result.fetchall()
+    df = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+    return _coerce(df, {n: USAGE_SCHEMA[n] for n in names})
 
 
 def read_pandas(engine, group_by):
@@ -151,7 +166,8 @@ def read_copy_csv(engine, group_by):
     return df.select(exprs).sort([c for c in names if c not in (QUANTITY_MICROS, EVENTS)])
 
 
-READERS = {"load_usage": read_load_usage, "pandas_read_sql": read_pandas, "copy_csv": read_copy_csv}
+READERS = {"load_usage": read_load_usage, "sqlalchemy_rows": read_rows, "pandas_read_sql": read_pandas,
+           "copy_csv": read_copy_csv}
 
 
 def _fill(engine, rows: int) -> None:
