@@ -19,7 +19,7 @@ if not can_administer(me, f.org):  # the page is not in the menu then; a direct 
     st.stop()
 
 orgs = admin_orgs(me, data.visible_orgs(me.scope()))
-eng = data.engine()
+eng = data.writer(orgs)
 st.title("Access")
 st.caption("Memberships in the organizations you administer: "
            + ", ".join("platform (every org)" if o == PLATFORM else o for o in orgs)

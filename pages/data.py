@@ -13,7 +13,7 @@ from ui.state import current_filters
 
 f = current_filters()
 st.title(f"Data · {f.org}")
-eng = data.engine()
+eng = data.reader([f.org])
 fr = data.freshness(f.org)
 row = st.container(horizontal=True)
 row.metric("Latest event", fr.latest_event_at.strftime("%Y-%m-%d %H:%M UTC") if fr.latest_event_at else "none", border=True)

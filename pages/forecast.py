@@ -35,7 +35,7 @@ def _budget_editor(evals) -> None:
             thresholds = st.text_input("Thresholds (% of amount)", "50,80,100", key="b_thresholds")
             name = st.text_input("Name (optional)", "", key="b_name")
             if st.form_submit_button("Save budget", type="primary"):
-                eng = data.engine()
+                eng = data.writer(writable)
                 try:
                     existing = [b for b in list_budgets(eng, [f.org], f.org)
                                 if b.scope == scope and b.scope_value == scope_value]
@@ -50,13 +50,13 @@ def _budget_editor(evals) -> None:
                     st.success("Budget saved.")
                 except BudgetError as exc:
                     st.error(f"Not saved: {md(exc)}")
-        budgets = list_budgets(data.engine(), [f.org], f.org)
+        budgets = list_budgets(data.reader([f.org]), [f.org], f.org)
         if budgets:
             victim = st.selectbox("Delete a budget", [b.id for b in budgets], key="b_delete",
                                   format_func=lambda i: next(f"{b.scope} {b.scope_value} · {usd(b.amount_cents)}"
                                                              for b in budgets if b.id == i))
             if st.button("Delete", key="b_delete_go"):
-                delete_budget(data.engine(), writable, victim)
+                delete_budget(data.writer(writable), writable, victim)
                 data.clear()
                 st.rerun()
 

@@ -96,9 +96,10 @@ def user_from_oidc(info: Mapping) -> str | None:
 
 @st.cache_data(ttl=30, max_entries=256, show_spinner=False)
 def _memberships(user_id: str) -> dict[str, str]:
-    from ui.data import engine
+    from ui.data import reader
 
-    return memberships_of(engine(), user_id)
+    # every org: a user's memberships span orgs (with RLS on, an unscoped reader sees none)
+    return memberships_of(reader(None), user_id)
 
 
 def principal_for(user_id: str, display: str, mode: str) -> Principal:

@@ -23,7 +23,7 @@ from metering.forecast import BACKTEST_PERIODS
 from metering.overview import BillingOverview, billing_overview
 from metering.periods import period_bounds, shift_period
 from metering.pricing import card_for_period
-from queries.engine import database_url, make_engine
+from queries.engine import database_url, make_engine, scoped_engine
 from queries.filters import known_orgs, org_dimension_values
 from queries.usage import load_usage
 from ui.auth import PRINCIPAL_KEY
@@ -51,18 +51,38 @@ def _org_scoped(cached):
 
 @st.cache_resource
 def engine():
-    return make_engine(database_url(), statement_timeout_ms=15000)
+    """The read engine: ``METERING_READ_DATABASE_URL`` (e.g. a metering_reader login), else the main URL."""
+    return make_engine(database_url(purpose="read"), statement_timeout_ms=15000)
+
+
+@st.cache_resource
+def write_engine():
+    """The engine for budget and membership edits (``METERING_DATABASE_URL``, a metering_writer login)."""
+    url = database_url(purpose="write")
+    if url == database_url(purpose="read"):
+        return engine()
+    return make_engine(url, statement_timeout_ms=15000)
+
+
+def reader(orgs):
+    """The read engine carrying the org scope (PostgreSQL row-level security reads it; None = every org)."""
+    return scoped_engine(engine(), orgs)
+
+
+def writer(orgs):
+    """The write engine carrying the org scope of the edit."""
+    return scoped_engine(write_engine(), orgs)
 
 
 @st.cache_data(ttl=TTL, max_entries=16, show_spinner=False)
 def visible_orgs(allowed: frozenset[str] | None) -> list[str]:
-    return known_orgs(engine(), allowed)
+    return known_orgs(reader(allowed), allowed)
 
 
 @_org_scoped
 @st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
 def org_options(org: str) -> dict:
-    return org_dimension_values(engine(), org, [org])
+    return org_dimension_values(reader([org]), org, [org])
 
 
 def history_start(period: str, compare_period: str) -> date:
@@ -73,7 +93,7 @@ def history_start(period: str, compare_period: str) -> date:
 @_org_scoped
 @st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
 def org_usage(org: str, start: date, end: date) -> pl.DataFrame:
-    return load_usage(engine(), [org], start, end)
+    return load_usage(reader([org]), [org], start, end)
 
 
 @_org_scoped
@@ -96,7 +116,7 @@ def rate_card(period: str):
 def freshness(org: str):
     from metering.freshness import data_freshness
 
-    return data_freshness(engine(), [org])
+    return data_freshness(reader([org]), [org])
 
 
 @_org_scoped
@@ -104,7 +124,7 @@ def freshness(org: str):
 def budget_evaluations(org: str, today: date):
     from metering.alerts import evaluate_alerts
 
-    return evaluate_alerts(engine(), [org], today, org=org)
+    return evaluate_alerts(reader([org]), [org], today, org=org)
 
 
 @_org_scoped
@@ -112,7 +132,7 @@ def budget_evaluations(org: str, today: date):
 def api_keys(org: str) -> pl.DataFrame:
     from queries.catalog import load_api_keys
 
-    return load_api_keys(engine(), [org])
+    return load_api_keys(reader([org]), [org])
 
 
 @_org_scoped
@@ -123,7 +143,7 @@ def invoice_document(org: str, period: str, as_of_iso: str | None) -> dict:
     from metering.invoice import invoice_document as doc
 
     as_of = datetime.fromisoformat(as_of_iso) if as_of_iso else None
-    return doc(engine(), org, period, as_of, orgs=[org])
+    return doc(reader([org]), org, period, as_of, orgs=[org])
 
 
 def clear() -> None:
