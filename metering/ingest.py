@@ -749,10 +749,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _cmd_ingest(args, engine, *, out: Callable[[str], None] = print) -> int:
-    from metering.access_cli import require_platform
+    from metering.access_cli import principal_of, require_platform
     from queries.engine import upgrade
 
     require_platform(args)  # an event file may carry any org's events
+    principal = principal_of(args)
+    run_by = None if principal.is_local else principal.user_id  # None: the OS login
     try:
         max_bytes = args.max_bytes if getattr(args, "max_bytes", None) else default_max_bytes()
     except UnreadableInput as exc:
@@ -763,7 +765,7 @@ def _cmd_ingest(args, engine, *, out: Callable[[str], None] = print) -> int:
     unreadable = 0
     for path in args.files:
         try:
-            (result,) = ingest_files(engine, [path], progress=True, max_bytes=max_bytes)
+            (result,) = ingest_files(engine, [path], progress=True, max_bytes=max_bytes, run_by=run_by)
         except UnreadableInput as exc:
             unreadable += 1
             print(f"error: {exc}; nothing written for this file", file=sys.stderr)

@@ -152,6 +152,9 @@ def test_platform_wide_commands_need_platform_admin(db, engine, capsys, tmp_path
     assert cli(db, "pricing", "load", str(CARD), user="root") == 0
     assert cli(db, "ingest", str(events), user="root") == 0
     assert (count(engine, rate_cards), count(engine, ingest_runs)) == (cards + 1, runs + 1)
+    with engine.connect() as conn:  # the run is recorded as the user's, not the OS login's
+        last = sa.select(ingest_runs.c.run_by).order_by(ingest_runs.c.id.desc()).limit(1)
+        assert conn.execute(last).scalar_one() == "root"
 
 
 def _listed(db, capsys, user=None, *extra):
