@@ -23,6 +23,7 @@ import polars as pl
 
 from metering.domain import DAY, DIMENSIONS, ENVIRONMENT, METER, QUANTITY_MICROS, QUANTITY_SCALE
 from metering.invoice import MINIMUM_COMMIT_PART, TRUE_UP, Invoice, eligible_usage
+from queries.usage import key_codes, sort_by_keys
 
 AMOUNT_CENTS = "amount_cents"
 RATE_QUANTUM = Decimal("0.000001")  # effective unit rates are shown to a millionth of the currency
@@ -82,26 +83,43 @@ def allocate_invoice(
     dims = _dimensions(dimensions)
     lines = [ln for ln in invoice.lines if ln.meter != TRUE_UP]
     keys = [*dims, METER, ENVIRONMENT]
-    grouped = (
-        eligible_usage(usage, invoice.org, invoice.period, invoice.usage_through)
-        .group_by(keys)
-        .agg(pl.col(QUANTITY_MICROS).sum())
-    )
-    out = _allocate_lines(grouped, lines, dims)
+    out = _allocate_lines(_grouped_parts(
+        eligible_usage(usage, invoice.org, invoice.period, invoice.usage_through), keys), lines, dims)
     if invoice.true_up_cents:
         out = pl.concat([out, _true_up_row(out.schema, dims, invoice.true_up_cents)], how="vertical")
     return out
 
 
-def _allocate_lines(grouped: pl.DataFrame, lines, dims: list[str]) -> pl.DataFrame:
-    """Largest remainder over ``grouped`` (one row per (dims..., meter, environment) part).
+def _grouped_parts(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Quantity per part (one row per distinct ``keys``), sorted by ``keys`` (nulls last).
 
-    One string sort (the output order, by the part keys) and otherwise integer work: within a
-    line, the output order is the tie order (dims ascending), so the row number after that sort
-    ranks ties, and the cents go to the ``left`` parts with the largest (remainder, -row number).
+    The rollup's keys have few distinct values, so they usually pack into one order-preserving
+    UInt64 (``queries.usage.key_codes``): a group-by and a sort on that integer replace a
+    group-by and a sort on several string columns.
+    """
+    codes = key_codes(rows, keys) if rows.height else None
+    if codes is None:
+        grouped = rows.group_by(keys).agg(pl.col(QUANTITY_MICROS).sum())
+        return sort_by_keys(grouped, keys, nulls_last=True)
+    return (
+        rows.select(*keys, QUANTITY_MICROS)
+        .with_columns(pl.Series("_code", codes))
+        .group_by("_code")
+        .agg(*[pl.col(k).first() for k in keys], pl.col(QUANTITY_MICROS).sum())
+        .sort("_code")
+        .drop("_code")
+    )
+
+
+def _allocate_lines(grouped: pl.DataFrame, lines, dims: list[str]) -> pl.DataFrame:
+    """Largest remainder over ``grouped`` (one row per (dims..., meter, environment) part, in
+    the output order: sorted by the part keys, nulls last).
+
+    Integer work only: within a line, the output order is the tie order (dims ascending), so the
+    row number ranks ties, and the cents go to the ``left`` parts with the largest (remainder,
+    -row number).
     The per-line check of quantities against the invoice uses the same frame.
     """
-    keys = [*dims, METER, ENVIRONMENT]
     line_frame = pl.DataFrame(
         {
             METER: [ln.meter for ln in lines],
@@ -116,8 +134,7 @@ def _allocate_lines(grouped: pl.DataFrame, lines, dims: list[str]) -> pl.DataFra
     big = pl.Int128
     num = pl.col("_line_amount").cast(big) * pl.col(QUANTITY_MICROS).cast(big)
     parts = (
-        grouped.join(line_frame, on=_LINE, how="inner")
-        .sort(keys, nulls_last=True)
+        grouped.join(line_frame, on=_LINE, how="inner", maintain_order="left")
         .with_columns(
             (num // pl.col("_line_qty").cast(big)).cast(pl.Int64).alias("_floor"),
             (num % pl.col("_line_qty").cast(big)).cast(pl.Int64).alias("_rem"),  # < _line_qty

@@ -71,8 +71,8 @@ def billing_overview(
     """Invoice, allocation, comparison and projection for the org's period (see module doc).
 
     ``usage_history`` is read once: the org's rows of the two windows (the period through
-    ``today``, the comparison window) are sliced in one lazy pass and only those slices go to
-    the invoice and the allocation. The projection gets the history (its backtest needs the
+    ``today``, the comparison window) are sliced in one pass and only those slices go to the
+    invoice and the allocation. The projection gets the history (its backtest needs the
     earlier periods).
     """
     start, end = period_bounds(period)
@@ -89,11 +89,11 @@ def billing_overview(
     prev_card = card if previous_card is None else previous_card
     prev_as_of = _midnight(c_end) if like_for_like else None
 
-    org_rows = usage_history.lazy().filter(pl.col(ORG) == org)
-    current_usage, previous_usage = pl.collect_all([
-        org_rows.filter(pl.col(DAY).is_between(start, through)),
-        org_rows.filter(pl.col(DAY).is_between(c_start, usage_through(compare_period, prev_as_of))),
-    ])
+    in_current = pl.col(DAY).is_between(start, through)
+    in_previous = pl.col(DAY).is_between(c_start, usage_through(compare_period, prev_as_of))
+    # the day test first (cheap on a Date column), the org's string test on the few rows left
+    windows = usage_history.filter(in_current | in_previous).filter(pl.col(ORG) == org)
+    current_usage, previous_usage = windows.filter(in_current), windows.filter(in_previous)
     invoice = build_invoice(current_usage, card, org, period, as_of_dt)
     parts = allocate_invoice(current_usage, invoice, card, ALLOCATION_DIMENSIONS)
     previous = build_invoice(previous_usage, prev_card, org, compare_period, prev_as_of)

@@ -175,32 +175,44 @@ def _coerce(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return sort_by_keys(df.select(exprs), [c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
 
 
-def sort_by_keys(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
-    """``df.sort(keys)``, computed faster for key columns of small cardinality (the rollup's).
+def sort_by_keys(df: pl.DataFrame, keys: Sequence[str], *, nulls_last: bool = False) -> pl.DataFrame:
+    """``df.sort(keys, nulls_last=nulls_last)``, faster for keys of small cardinality (the rollup's).
 
-    Each key becomes its dense rank in Polars' own order (strings: the categorical code mapped
-    to the rank of its string among the column's distinct values; dates and integers: offset
-    from the minimum; booleans: 0/1) and the ranks are packed into one UInt64, so one integer
-    sort replaces a multi-column sort over strings. Falls back to ``df.sort(keys)`` when a key
-    has nulls, another dtype, or the ranks need more than 64 bits. Same result either way.
+    One integer sort of ``key_codes`` replaces a multi-column sort over strings; falls back to
+    ``df.sort`` when there are no codes (nulls, other dtypes, more than 64 bits). Same result.
     """
     if df.height < 2 or not keys:
         return df
-    codes: list[pl.Series] = []
+    codes = key_codes(df, keys)
+    if codes is None:
+        return df.sort(keys, nulls_last=nulls_last)
+    return df[pl.Series(codes).arg_sort()]
+
+
+def key_codes(df: pl.DataFrame, keys: Sequence[str]) -> np.ndarray | None:
+    """One UInt64 per row that orders rows exactly as ``df.sort(keys)`` does (equal keys, equal
+    codes), or None when the keys do not fit.
+
+    Each key becomes its dense rank in Polars' own order (strings: the categorical code mapped to
+    the rank of its string among the column's distinct values; dates and integers: offset from
+    the minimum; booleans: 0/1) and the ranks are packed, first key in the highest bits. None
+    when a key has nulls or another dtype, or the ranks need more than 64 bits.
+    """
+    codes: list[np.ndarray] = []
     widths: list[int] = []
     for k in keys:
         col = df[k]
         if col.null_count():
-            return df.sort(keys)
+            return None
         dtype = col.dtype
         if dtype == pl.String:
             cat = col.cast(pl.Categorical)
             phys = cat.to_physical().cast(pl.Int64)
-            if int(phys.max()) > 4 * df.height + 1_000_000:  # a huge global string pool
-                return df.sort(keys)
+            if df.height and int(phys.max()) > 4 * df.height + 1_000_000:  # a huge global string pool
+                return None
             distinct = cat.unique()
             by_text = distinct.cast(pl.String).arg_sort()
-            lookup = np.zeros(int(phys.max()) + 1, dtype=np.uint64)
+            lookup = np.zeros(int(phys.max() or 0) + 1, dtype=np.uint64)
             lookup[distinct.to_physical().cast(pl.Int64).to_numpy()[by_text.to_numpy()]] = np.arange(
                 len(distinct), dtype=np.uint64)
             codes.append(lookup[phys.to_numpy()])
@@ -210,18 +222,18 @@ def sort_by_keys(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
             n = 2
         elif dtype == pl.Date or dtype.is_integer():
             phys = col.to_physical().cast(pl.Int64).to_numpy()
-            lo = int(phys.min())
-            n = int(phys.max()) - lo + 1
+            lo = int(phys.min()) if len(phys) else 0
+            n = (int(phys.max()) - lo + 1) if len(phys) else 1
             codes.append((phys - lo).astype(np.uint64))
         else:
-            return df.sort(keys)
+            return None
         widths.append(max(1, (n - 1).bit_length()))
     if sum(widths) > 64:
-        return df.sort(keys)
+        return None
     packed = np.zeros(df.height, dtype=np.uint64)
     for code, width in zip(codes, widths, strict=True):
         packed = (packed << np.uint64(width)) | code
-    return df[pl.Series(packed).arg_sort()]
+    return packed
 
 
 def usage_bounds(engine: sa.Engine, orgs: Collection[str]) -> tuple[date | None, date | None]:
