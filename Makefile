@@ -51,6 +51,6 @@ bench: dev-deps services
 clean:
 	rm -rf $(VENV) data/*.db
 
-# 20 browser-like sessions against one local server for 60 s (docs/performance.md "Load test")
+# 20 browser-like sessions against one local server, 60 s per think time (docs/performance.md "Load test")
 loadtest: dev-deps chromium
 	$(BIN)/python bench/load_test.py --sessions 20 --seconds 60 $(LOADTEST_ARGS)

@@ -1,8 +1,9 @@
 """Load test: N concurrent browser-like sessions against ONE real Streamlit server on loopback.
 
 Usage:
-    PYTHONPATH=. .venv/bin/python bench/load_test.py [--sessions 20] [--seconds 60] [--think 1.0]
-        [--database-url URL] [--app-ref REF] [--browser-pages 3] [--seed 7] [--write]
+    PYTHONPATH=. .venv/bin/python bench/load_test.py [--sessions 20] [--seconds 60] [--think 5,1]
+        [--database-url URL] [--app-ref REF] [--browser-pages 3] [--seed 7]
+        [--write [--analysis NOTES.md]]
 
 What it does:
 1. Creates a default-size demo database (`python -m metering ... init-db`, then `demo`) in a
@@ -11,7 +12,8 @@ What it does:
    `git archive REF` snapshot with `--app-ref`, so other people's half-done edits do not break it).
 3. Runs N protocol sessions concurrently for `--seconds`. Each session speaks to the server the way
    the browser does (checked against frames recorded from Chromium): an *open* is GET of the page
-   HTML, `/_stcore/health`, `/_stcore/host-config`, a new websocket on `/_stcore/stream` and a
+   HTML (on a session's first open also the JS/CSS it names, as a browser with an empty cache
+   does), `/_stcore/health`, `/_stcore/host-config`, a new websocket on `/_stcore/stream` and a
    `rerun_script` BackMsg carrying the link's query string and page; a *filter* change is a
    `rerun_script` with every sidebar widget's state (one value changed) and the updated query
    string; a *page switch* is a `rerun_script` with the other page's script hash. Cached messages
@@ -21,13 +23,17 @@ What it does:
    reference to an unknown cached message or a timeout counts as a failure.
    Each session loops: open a shared link, then 4 actions (2 filter changes, 2 page switches, in a
    random order) with a think time of `--think` seconds (uniform 0.5x-1.5x) before each action.
+   A comma list of think times runs one phase of `--seconds` each on the same server (the
+   default 5,1: people reading the page, then a click a second per session).
 4. Samples the server's RSS (VmRSS of the process and its children, every 0.5 s) and VmHWM.
 5. Cross-check (b): `--browser-pages K` real headless Chromium pages (Playwright, Debian's
    /usr/bin/chromium) open one link per app page at the same time; then K protocol sessions open
    the same links. Browser time = `page.goto` -> the `script_finished` frame on its websocket.
 
 `--write` replaces (or appends at the end) the section "## Load test (20 sessions)" of
-docs/performance.md and touches nothing else in that file.
+docs/performance.md and touches nothing else in that file; `--analysis FILE` appends hand-written
+notes to it (without it a rewrite drops the notes of the previous run).
+Exit status 1 when any request failed.
 """
 
 from __future__ import annotations
@@ -280,16 +286,21 @@ class ProtocolSession:
         self.page_path = ""
         self.texts: list[str] = []  # metric values and markdown of the last run (for tests)
         self.last_run_ms: float | None = None
+        self.static_loaded = False
 
     # -- transport
-    async def _get(self, path: str) -> None:
+    async def _get(self, *paths: str) -> list[bytes]:
+        """GET each path in turn (one connection each, like a browser's fetch); the bodies."""
         def fetch():
-            req = urllib.request.Request(self.base + path, headers={"Accept-Encoding": "gzip"})
-            with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as r:
-                r.read()
-                if r.status != 200:
-                    raise RunFailed(f"GET {path}: HTTP {r.status}")
-        await asyncio.to_thread(fetch)
+            bodies = []
+            for path in paths:
+                req = urllib.request.Request(self.base + path, headers={"Accept-Encoding": "gzip"})
+                with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as r:
+                    bodies.append(r.read())
+                    if r.status != 200:
+                        raise RunFailed(f"GET {path}: HTTP {r.status}")
+            return bodies
+        return await asyncio.to_thread(fetch)
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -414,9 +425,13 @@ class ProtocolSession:
     # -- user actions
     async def open(self, path: str, query: str) -> tuple[int, int]:
         """Open a shared link in a fresh tab: page HTML, health, host config, websocket, first run."""
-        await self._get(f"/{path}?{query}" if query else f"/{path}")
-        await self._get("/_stcore/health")
-        await self._get("/_stcore/host-config")
+        (html,) = await self._get(f"/{path}?{query}" if query else f"/{path}")
+        if not self.static_loaded:
+            # a fresh browser fetches the JS/CSS the page names once (served immutable, 1 year)
+            assets = re.findall(r'(?:src|href)="\.?/?(static/[^"]+)"', html.decode(errors="replace"))
+            await self._get(*(f"/{a}" for a in dict.fromkeys(assets)))
+            self.static_loaded = True
+        await self._get("/_stcore/health", "/_stcore/host-config")
         await self._connect()
         # a navigation reloads the JS app: its in-memory message cache and widget states start empty
         self.cache, self.widgets, self.query = {}, {}, parse_qs(query, keep_blank_values=True)
@@ -933,10 +948,9 @@ def _thinks(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--think: {text!r} is not a comma-separated list of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seconds") from None
     if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"--think: {text!r} has a negative think time")
+        raise argparse.ArgumentTypeError(f"{text!r} has a negative think time")
     return values
 
 
@@ -944,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=60, help="length of each phase")
-    ap.add_argument("--think", type=_thinks, default=(1.0,),
+    ap.add_argument("--think", type=_thinks, default=(5.0, 1.0),
                     help="mean think time before each action, s; a comma list runs one phase each")
     ap.add_argument("--database-url", help="reuse this database instead of a fresh SQLite demo")
     ap.add_argument("--app-ref", help="run the app from `git archive REF` instead of the working tree")
