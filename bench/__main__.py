@@ -1,19 +1,23 @@
 """The benchmark suite: one entry point for every speed measurement of the project.
 
-``PYTHONPATH=. .venv/bin/python -m bench [--quick] [--no-doc] [--skip-others]``
+``PYTHONPATH=. .venv/bin/python -m bench [--quick] [--no-doc] [--skip-others] [--render JSON]``
 
 Runs, in order: the overview comparison (project Polars vs pandas vs DuckDB, bench/
 overview_compare.py) at 100k, 1M and 10M rollup rows (--quick: 100k and 1M); the PostgreSQL ->
-Polars load comparison (bench/load_compare.py) at 1M rows (--quick: 100k); then the
-standalone benches of the other topics (ingest, invoice, analytics, forecast, demo data) as
-subprocesses, with small sizes under --quick, without letting them rewrite their own sections.
-Prints a summary and writes the "## Suite" section at the top of docs/performance.md (other
-sections are kept as they are).
+Polars load comparison (bench/load_compare.py) at 1M rows (--quick: 100k); the Billing home
+warm rerun through AppTest (bench/bench_pages.py) on a fresh PostgreSQL demo database with
+acme-insurance topped up to 1M rollup rows (--quick: 100k); then the standalone benches of
+the other topics (ingest, invoice, analytics, forecast, demo data) as subprocesses, with small
+sizes under --quick, without letting them rewrite their own sections. Prints a summary, saves
+the raw results to /tmp/bench_suite/suite.json and writes the "## Suite" section at the top of
+docs/performance.md (other sections are kept as they are). ``--render JSON`` rewrites the
+section from saved results without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -34,6 +38,11 @@ DOC = ROOT / "docs" / "performance.md"
 SECTION = "## Suite"
 OVERVIEW_TARGET_ROWS = 10_000_000
 LOAD_TARGET_ROWS_PER_S = 1_000_000
+PAGES_TARGET_MS = 300
+PAGES_TARGET_ROWS = 1_000_000
+RESULTS = Path("/tmp/bench_suite/suite.json")
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PAGES_DB = "bench_pages"
 
 ANALYSIS = """\
 **Why, and what would close it** (profiled by hand on 2026-11-26 at 10M rows, same data):
@@ -69,6 +78,12 @@ ANALYSIS = """\
   dependencies; COPY needs none).
 """
 
+CHANGES = """\
+**Changes in this round** (issue #7 follow-up; before = the 2026-11-26 16:49 suite run):
+
+- (filled in after the run)
+"""
+
 OTHER_BENCHES = {  # name -> (full args, quick args); none of them gets --write
     "ingest": (["bench/bench_ingest.py", "--events", "1000000", "--no-doc"],
                ["bench/bench_ingest.py", "--events", "20000", "--no-doc"]),
@@ -87,7 +102,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (minutes, not tens of minutes)")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     ap.add_argument("--skip-others", action="store_true", help="skip the other topics' benches")
+    ap.add_argument("--render", metavar="JSON", help="write the section from saved results, run nothing")
     args = ap.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        md = suite_section(saved["overview"], saved["load"], saved["others"], saved["quick"],
+                           saved["wall_s"], saved.get("pages"), saved["written"])
+        print(md)
+        if not args.no_doc:
+            write_section(md)
+        return 0
     started = time.perf_counter()
     sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]
     print(f"overview comparison at {', '.join(f'{n:,}' for n in sizes)} rows", flush=True)
@@ -95,14 +119,55 @@ def main(argv=None) -> int:
     load_rows = 100_000 if args.quick else 1_000_000
     print(f"PostgreSQL -> Polars load at {load_rows:,} rows", flush=True)
     load = run_load(load_rows, repeat=3)
+    page_rows = 100_000 if args.quick else PAGES_TARGET_ROWS
+    print(f"Billing home warm rerun at {page_rows:,} rollup rows (PostgreSQL)", flush=True)
+    pages = run_pages(page_rows)
     others = {} if args.skip_others else run_others(args.quick)
-    md = suite_section(overview, load, others, args.quick, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"overview": overview, "load": load, "pages": pages, "others": others,
+                                   "quick": args.quick, "wall_s": wall, "written": written}))
+    md = suite_section(overview, load, others, args.quick, wall, pages, written)
     print()
     print(md)
     if not args.no_doc:
         write_section(md)
         print(f"wrote {SECTION} in {DOC.relative_to(ROOT)}")
     return 0
+
+
+def run_pages(rollup_rows: int) -> dict | None:
+    """bench_pages.py (Billing home only) on a fresh PostgreSQL demo topped up to rollup_rows."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PAGES_DB}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{PAGES_DB}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PAGES_DB
+    out = Path("/tmp/bench_suite/pages.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "bench/bench_pages.py", url, "--demo", "--rollup-rows", str(rollup_rows),
+           "--pages", "home", "--json", str(out)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True)
+        log = out.with_suffix(".log")
+        log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+        if proc.returncode != 0 or not out.exists():
+            print(f"  pages: exit {proc.returncode} (output in {log})", flush=True)
+            return None
+        res = json.loads(out.read_text())
+        for r in res["pages"]:
+            print(f"  {r['page']} {r['period']}: warm median {r['warm_median_s'] * 1000:.0f} ms", flush=True)
+        res["cmd"] = " ".join(["bench/bench_pages.py", "<fresh PostgreSQL database>", *cmd[3:-2]])
+        return res
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PAGES_DB}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def run_others(quick: bool) -> dict:
@@ -123,11 +188,13 @@ def run_others(quick: bool) -> dict:
     return out
 
 
-def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, wall: float) -> str:
+def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, wall: float,
+                  pages: dict | None = None, written: str | None = None) -> str:
+    written = written or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         SECTION, "",
         f"Written by `PYTHONPATH=. .venv/bin/python -m bench{' --quick' if quick else ''}` on "
-        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} (suite wall time {wall / 60:.1f} min). "
+        f"{written} (suite wall time {wall / 60:.1f} min). "
         "Reproduce: the same command (`--quick` for 100k/1M overview and a 100k load, a few "
         "minutes; without it the overview also runs at 10M rows, once). Data: deterministic "
         "synthetic rollups (seed 7) for one org (`acme-insurance`: 10% discount, webhooks billed) "
@@ -160,9 +227,20 @@ def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, w
         for path, v in res.items():
             lines.append(f"| {read} | {path} | {v['rows']:,} | {v['median_s']:.3f} "
                          f"| {v['rows_per_s']:,.0f} |")
+    if pages:
+        lines += ["", "### Billing home warm rerun (AppTest)", "",
+                  f"`{pages['cmd']}`: {pages['backend']}, the default demo plus synthetic rollups, "
+                  f"{pages['org_rows']:,} rollup rows of acme-insurance ({pages['rollup_rows']:,} in "
+                  "the database). Entry = the run that opens the app (the first one cold: load the "
+                  "org's history + overview + projection); warm = median of 5 reruns with the caches "
+                  "filled (what a filter click or a rerun costs).", "",
+                  "| page | period | entry run s | warm rerun median ms |", "|---|---|---:|---:|"]
+        for r in pages["pages"]:
+            lines.append(f"| {r['page']} | {r['period']} | {r['entry_s']:.2f} | "
+                         f"{r['warm_median_s'] * 1000:.0f} |")
     lines += ["", "### Targets", ""]
-    lines += targets(overview, load)
-    lines += ["", ANALYSIS]
+    lines += targets(overview, load, pages)
+    lines += ["", ANALYSIS, "", CHANGES]
     if others:
         lines += ["", "### Other topics' benches (run by the suite)", "",
                   "Run as subprocesses without `--write`, so their sections below keep their own "
@@ -173,7 +251,7 @@ def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, w
     return "\n".join(lines) + "\n"
 
 
-def targets(overview: list[dict], load: dict) -> list[str]:
+def targets(overview: list[dict], load: dict, pages: dict | None = None) -> list[str]:
     out = []
     big = max(overview, key=lambda r: r["rows"])
     p, pd_, dk = (big[i]["median_s"] for i in ("project", "pandas", "duckdb"))
@@ -190,6 +268,19 @@ def targets(overview: list[dict], load: dict) -> list[str]:
                    + ("**met**" if v >= LOAD_TARGET_ROWS_PER_S
                       else f"**missed** by {LOAD_TARGET_ROWS_PER_S / v:.1f}x")
                    + f"; fastest path `{best}` {res[best]['rows_per_s']:,.0f} rows/s.")
+    if pages:
+        home = [r for r in pages["pages"] if r["page"].endswith("home.py")]
+        worst = max(r["warm_median_s"] for r in home) * 1000
+        at = f"at {pages['org_rows']:,} rollup rows of the org"
+        if pages["org_rows"] < PAGES_TARGET_ROWS:
+            at += f" (the target is stated at {PAGES_TARGET_ROWS:,})"
+        each = ", ".join(f"{r['period']} {r['warm_median_s'] * 1000:.0f} ms" for r in home)
+        out.append(f"- Warm Billing home rerun < {PAGES_TARGET_MS} ms {at}: {each}: "
+                   + ("**met**." if worst < PAGES_TARGET_MS else
+                      f"**missed** by {worst / PAGES_TARGET_MS:.2f}x ({worst - PAGES_TARGET_MS:.0f} ms)."))
+    else:
+        out.append(f"- Warm Billing home rerun < {PAGES_TARGET_MS} ms: not measured in this run "
+                   "(bench_pages failed; see /tmp/bench_suite/pages.log).")
     return out
 
 
