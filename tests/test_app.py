@@ -152,3 +152,32 @@ def test_database_down_gives_a_message(monkeypatch):
 
 def test_format_matches_the_page_format():
     assert format_usd(123456) == "$1,234.56"
+
+
+def test_slow_database_gives_a_timeout_message(demo_pg_url, demo_period, monkeypatch):
+    """A statement past the app's timeout is canceled by PostgreSQL; the page says so, no traceback."""
+    import sqlalchemy as sa
+    from streamlit import cache_data, cache_resource
+
+    import ui.data
+
+    def slow_load(engine, *args, **kwargs):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_sleep(2)"))
+        raise AssertionError("the statement timeout did not fire")
+
+    monkeypatch.setenv("METERING_DATABASE_URL", demo_pg_url)
+    monkeypatch.setenv("METERING_STATEMENT_TIMEOUT_MS", "200")
+    monkeypatch.setattr(ui.data, "load_usage", slow_load)
+    cache_data.clear()
+    cache_resource.clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.query_params["org"] = "acme-insurance"
+        at.run()
+    finally:
+        cache_data.clear()
+        cache_resource.clear()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("took longer than 0.2 s" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.metric  # nothing partial

@@ -13,6 +13,7 @@ scope; ``visible_orgs`` is keyed by the principal's scope.
 from __future__ import annotations
 
 import functools
+import os
 from datetime import date
 
 import polars as pl
@@ -49,10 +50,22 @@ def _org_scoped(cached):
     return checked
 
 
+def statement_timeout_ms() -> int:
+    """Per-statement limit for the app (``METERING_STATEMENT_TIMEOUT_MS``, default 15 s)."""
+    raw = os.environ.get("METERING_STATEMENT_TIMEOUT_MS", "15000")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"METERING_STATEMENT_TIMEOUT_MS must be an integer of milliseconds, not {raw!r}") from None
+    if not 1 <= value <= 3_600_000:
+        raise ValueError(f"METERING_STATEMENT_TIMEOUT_MS must be between 1 and 3600000, not {value}")
+    return value
+
+
 @st.cache_resource
 def engine():
     """The read engine: ``METERING_READ_DATABASE_URL`` (e.g. a metering_reader login), else the main URL."""
-    return make_engine(database_url(purpose="read"), statement_timeout_ms=15000)
+    return make_engine(database_url(purpose="read"), statement_timeout_ms=statement_timeout_ms())
 
 
 @st.cache_resource
@@ -61,7 +74,7 @@ def write_engine():
     url = database_url(purpose="write")
     if url == database_url(purpose="read"):
         return engine()
-    return make_engine(url, statement_timeout_ms=15000)
+    return make_engine(url, statement_timeout_ms=statement_timeout_ms())
 
 
 def reader(orgs):

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import streamlit as st
 
 from metering.periods import utcnow
-from queries.engine import DatabaseUnavailable
+from queries.engine import DatabasePermissionDenied, DatabaseTimeout, DatabaseUnavailable
 from ui import data
 from ui.auth import current_user
 from ui.nav import pages_for
@@ -31,10 +31,8 @@ def run_frame():
     try:
         user = current_user()  # stops with a sign-in / no-membership screen when needed
         orgs = data.visible_orgs(user.scope())
-    except DatabaseUnavailable:
-        st.error("The metering database is not reachable. Check METERING_DATABASE_URL and that the "
-                 "server is running, then reload. (`make run` starts with a local SQLite demo.)",
-                 icon=":material/cloud_off:")
+    except DatabaseUnavailable as exc:
+        show_fault(exc, starting=True)
         st.stop()
     if not orgs:
         st.info("No usage data yet in the organizations you can see. Load events with `python -m "
@@ -56,8 +54,29 @@ def framed():
     _run.framed = True
     try:
         yield
+    except DatabaseUnavailable as exc:
+        show_fault(exc, starting=False)
     finally:
         _run.framed = False
+
+
+def show_fault(exc: DatabaseUnavailable, *, starting: bool) -> None:
+    """One clear message per database fault (no traceback, nothing partial of the page)."""
+    if isinstance(exc, DatabaseTimeout):
+        st.error(f"The database took longer than {data.statement_timeout_ms() / 1000:g} s to answer, so the "
+                 "query was canceled and nothing partial is shown. Try a narrower filter or reload in a "
+                 "moment; if it persists, the database is overloaded.", icon=":material/hourglass_disabled:")
+    elif isinstance(exc, DatabasePermissionDenied):
+        st.error("The database refused this action for the app's database role (a read-only login "
+                 "cannot write). Ask an administrator to check METERING_DATABASE_URL.",
+                 icon=":material/lock:")
+    elif starting:
+        st.error("The metering database is not reachable. Check METERING_DATABASE_URL and that the "
+                 "server is running, then reload. (`make run` starts with a local SQLite demo.)",
+                 icon=":material/cloud_off:")
+    else:
+        st.error("The metering database stopped answering while this page loaded. Check that the server "
+                 "is running, then reload.", icon=":material/cloud_off:")
 
 
 def page_filters() -> Filters:
