@@ -186,6 +186,8 @@ def sort_by_keys(df: pl.DataFrame, keys: Sequence[str], *, nulls_last: bool = Fa
     codes = key_codes(df, keys)
     if codes is None:
         return df.sort(keys, nulls_last=nulls_last)
+    if bool(np.all(codes[1:] >= codes[:-1])):  # already in order (e.g. PostgreSQL's GroupAggregate)
+        return df
     return df[pl.Series(codes).arg_sort()]
 
 

@@ -177,6 +177,8 @@ def test_sort_by_keys_equals_a_plain_sort(seed):
                  ["events", "project", "quantity_micros"]):
         got = sort_by_keys(df, keys)
         assert got.equals(df.sort(keys)), keys
+        assert sort_by_keys(got, keys).equals(got), keys  # already sorted: kept as it is
+        assert sort_by_keys(got.reverse(), keys).equals(got), keys
     # nulls and wide keys fall back to the plain sort
     with_null = df.with_columns(pl.when(pl.col("events") == 0).then(None).otherwise(pl.col("project"))
                                 .alias("project"))
