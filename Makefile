@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8501
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test venv deps dev-deps services chromium migrate demo-if-empty lint bench clean
+.PHONY: run test venv deps dev-deps services chromium migrate demo-if-empty lint bench loadtest clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
