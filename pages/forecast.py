@@ -4,7 +4,6 @@ import polars as pl
 import streamlit as st
 
 from metering.access import Role
-from metering.anomalies import lane_anomalies
 from metering.budgets import (
     BudgetError,
     create_budget,
@@ -13,8 +12,6 @@ from metering.budgets import (
     parse_amount,
     update_budget,
 )
-from metering.forecast import METHOD_LABELS
-from metering.overview import slice_frame
 from ui import charts, data
 from ui.auth import orgs_with, principal
 from ui.fmt import md, usd
@@ -64,6 +61,7 @@ f = current_filters()
 st.title(f"Forecast & alerts · {f.org}")
 ov = data.overview(f.org, f.period, f.compare_period, today())
 p = ov.projection
+fm = data.forecast_model(f.org, f.period, f.compare_period, today(), f.projects, f.environments, f.workloads)
 
 if p is None:
     st.info(f"{f.period} is closed: its invoice is final. Pick the open period in the sidebar to see the projection.")
@@ -74,28 +72,19 @@ else:
     row.metric("80% interval", f"{usd(p.low_cents)} – {usd(p.high_cents)}", border=True)
     row.metric("Days elapsed", f"{p.days_elapsed} of {p.days_in_period}", border=True)
     st.subheader("Cumulative spend: actual to date and projection")
-    st.altair_chart(charts.forecast_band(p.daily), width="stretch")
+    charts.show(fm.band_spec)
     st.caption("Whole org, usage lines (the minimum-commit true-up is added to the totals above, not the curve).")
     c1, c2 = st.columns(2, gap="large")
     with c1:
         st.subheader("Backtest accuracy")
-        bt = pl.DataFrame([{"Cut day": c.cut_day, "Periods": c.periods,
-                            "MAPE (chosen)": None if c.mape is None else c.mape * 100,
-                            "MAPE (run-rate)": None if c.mape_run_rate is None else c.mape_run_rate * 100,
-                            "Interval coverage": None if c.coverage is None else c.coverage * 100}
-                           for c in p.backtest])
-        st.dataframe(bt, hide_index=True, width="stretch", column_config={
+        st.dataframe(fm.backtest, hide_index=True, width="stretch", column_config={
             c: st.column_config.NumberColumn(format="%.1f%%") for c in ("MAPE (chosen)", "MAPE (run-rate)", "Interval coverage")})
         st.caption("Projected invoice vs actual on earlier closed periods, cut at day 7/14/21. "
                    "The nominal interval is 80%; coverage is what was measured.")
     with c2:
         st.subheader("Method per series")
-        st.dataframe(pl.DataFrame([{
-            "Meter": charts.meter_label(s.meter), "Environment": s.environment,
-            "Method": METHOD_LABELS.get(s.method, s.method),
-            "Forecast qty": float(s.period_quantity), "Low": float(s.period_quantity_low),
-            "High": float(s.period_quantity_high)} for s in p.series]), hide_index=True, width="stretch",
-            column_config={c: st.column_config.NumberColumn(format="localized") for c in ("Forecast qty", "Low", "High")})
+        st.dataframe(fm.series, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="localized") for c in ("Forecast qty", "Low", "High")})
     with st.expander("Forecast notes"):
         for n in p.notes:
             st.markdown(f"- {n}")
@@ -111,7 +100,7 @@ if evals:
                          "Threshold": f"{t.percent}% ({usd(t.threshold_cents)})",
                          "State": t.state, "On": t.on, "Actual": ev.actual_cents / 100,
                          "Projected": ev.projected_cents / 100})
-    st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch", column_config={
+    st.dataframe(pl.DataFrame(rows).to_arrow(), hide_index=True, width="stretch", column_config={
         "Actual": st.column_config.NumberColumn(format="dollar"),
         "Projected": st.column_config.NumberColumn(format="dollar")})
 else:
@@ -124,17 +113,9 @@ else:
                f"finance or admin role in {f.org}.")
 
 st.subheader("Spend anomalies")
-hist_parts = slice_frame(ov.parts, f.slice())
-per_lane = (hist_parts.filter(pl.col("day").is_not_null())
-            .group_by("day", "project", "workload", "api_key", "meter").agg(pl.col("amount_cents").sum()))
-an = lane_anomalies(per_lane, min_history=7)
-if an.height:
-    st.dataframe(an.head(20).select(
-        pl.col("dimension").alias("Lane type"), pl.col("lane").alias("Lane"), pl.col("day").alias("Day"),
-        (pl.col("amount_cents") / 100).alias("Spend"), (pl.col("baseline_cents") / 100).alias("Baseline"),
-        (pl.col("impact_cents") / 100).alias("Impact"), pl.col("top_meter").alias("Top meter")),
-        hide_index=True, width="stretch", column_config={
-            c: st.column_config.NumberColumn(format="dollar") for c in ("Spend", "Baseline", "Impact")})
+if fm.anomalies is not None:
+    st.dataframe(fm.anomalies, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(format="dollar") for c in ("Spend", "Baseline", "Impact")})
     st.caption("Daily spend against a rolling median + MAD baseline of the previous days in the period.")
 else:
     st.success("No spend spikes in this period's lanes.")

@@ -3,31 +3,18 @@
 import polars as pl
 import streamlit as st
 
-from metering.concentration import driven_by, spend_concentration
-from metering.domain import DIMENSION_LABELS, METERS
-from metering.keys import traffic_by_channel
-from metering.overview import (
-    cost_per_billable_lookup,
-    daily_spend,
-    heavy_work_share,
-    is_sliced,
-    period_progress,
-    slice_frame,
-    spend_by_dimension,
-    unit_cost,
-)
+from metering.domain import METERS
+from metering.overview import is_sliced
 from ui import charts, data
-from ui.fmt import md, pct, qty, signed_usd, usd
+from ui.fmt import pct, signed_usd, usd
 from ui.state import current_filters, today
 
 f = current_filters()
-ov = data.overview(f.org, f.period, f.compare_period, today())
+m = data.home_model(f.org, f.period, f.compare_period, today(), f.projects, f.environments, f.workloads)
+ov = m.ov
 flt = f.slice()
-parts = slice_frame(ov.parts, flt)
-prev_parts = slice_frame(ov.previous_parts, flt)
-total = int(parts["amount_cents"].sum()) if parts.height else 0
-prev_total = int(prev_parts["amount_cents"].sum()) if prev_parts.height else 0
-elapsed, n_days = period_progress(f.period, ov.as_of)
+total, prev_total = m.total, m.prev_total
+elapsed, n_days = m.elapsed, m.n_days
 
 st.title(f"{f.org} · {f.period}")
 status = f"open, month to date through {ov.as_of:%b %d} (day {elapsed} of {n_days})" if ov.is_open else "closed"
@@ -37,8 +24,7 @@ st.caption(f"Billing period {f.period} ({status}) · {scope} · compared with {f
            + (" over the same elapsed days" if ov.like_for_like else ""))
 
 # -- KPI row -------------------------------------------------------------------------------------
-spend_cents, lookups_micros = cost_per_billable_lookup(parts)
-cpl = unit_cost(spend_cents, lookups_micros)
+cpl = m.cost_per_lookup
 row = st.container(horizontal=True)
 row.metric("Month-to-date spend" if ov.is_open else "Invoice total", usd(total),
            delta=f"{signed_usd(total - prev_total)} vs {f.compare_period}" if prev_total or total else None,
@@ -54,7 +40,7 @@ if p is not None:
                     "discount and minimum commit. See Forecast & alerts for the backtest.")
 row.metric("Cost per successful lookup", "—" if cpl is None else f"${cpl:,.4f}", border=True,
            help="Spend of the slice divided by its billable HRS lookups (the main unit of value).")
-heavy, _ = heavy_work_share(parts)
+heavy = m.heavy_cents
 row.metric("Report & export jobs", usd(heavy), border=True,
            delta=f"{pct(heavy / total) if total else '—'} of spend", delta_color="off", delta_arrow="off",
            help="Heavy packaging work: finance/compliance report jobs and export records.")
@@ -63,45 +49,24 @@ row.metric("Report & export jobs", usd(heavy), border=True,
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Invoice line items")
-    lines = (
-        parts.group_by("meter", "environment")
-        .agg(pl.col("quantity_micros").sum(), pl.col("amount_cents").sum())
-        .sort("amount_cents", descending=True)
-    )
-    notes = {(ln.meter, ln.environment): ln for ln in ov.invoice.lines}
-    table = pl.DataFrame({
-        "Line": [charts.meter_label(m) for m in lines["meter"]],
-        "Environment": [e or "—" for e in lines["environment"]],
-        "Quantity": [qty(q / 1_000_000) if q else "—" for q in lines["quantity_micros"]],
-        "Amount": [a / 100 for a in lines["amount_cents"]],  # display edge
-        "Note": [("not billed by policy" if not notes[(m, e)].billed else
-                  "unpriced" if notes[(m, e)].unpriced else notes[(m, e)].note or "")
-                 if (m, e) in notes else "" for m, e in lines.select("meter", "environment").iter_rows()],
-    })
-    st.dataframe(table, hide_index=True, column_config={
+    st.dataframe(m.lines, hide_index=True, column_config={
         "Amount": st.column_config.NumberColumn(format="dollar")}, width="stretch")
     if ov.invoice.terms.discount_percent:
         st.caption(f"Line amounts include the org discount of {ov.invoice.terms.discount_percent}%.")
 with right:
     st.subheader("Largest spend driver")
     if total:
-        for dim in ("project", "workload", "api_key"):
-            spend = spend_by_dimension(parts.filter(pl.col(dim).is_not_null()), dim)
-            if spend.height == 0:
-                continue
-            conc = spend_concentration(spend, dim, top_n=3)
-            if dim == "project":
-                st.markdown(f"**{md(driven_by(parts.filter(pl.col(dim).is_not_null()), dim))}**")
-            st.caption(f"{DIMENSION_LABELS[dim]}: top is **{md(conc.top)}** at {pct(conc.top_share)}; "
-                       f"top 3 hold {pct(conc.top_n_share)}; HHI {conc.hhi_points:,.0f} / 10,000")
+        if m.driver_headline:
+            st.markdown(m.driver_headline)
+        for caption in m.driver_captions:
+            st.caption(caption)
     else:
         st.info("No billable spend in this view yet.")
 
 # -- daily spend ---------------------------------------------------------------------------------
 st.subheader("Daily spend by meter")
-daily = daily_spend(parts)
-if daily.height:
-    st.altair_chart(charts.daily_spend_by_meter(daily), width="stretch")
+if m.daily_spec is not None:
+    charts.show(m.daily_spec)
 else:
     st.info("No spend in this period and slice. Widen the filters or pick another period.")
 
@@ -125,22 +90,14 @@ with c1:
                 "Budget amount": ev.budget.amount_cents / 100,
                 "State": f"{worst.percent}% {worst.state}" + (f" on {worst.on:%b %d}" if worst.on else ""),
             })
-        st.dataframe(pl.DataFrame(rows).sort("Used", descending=True), hide_index=True, width="stretch",
+        st.dataframe(pl.DataFrame(rows).sort("Used", descending=True).to_arrow(), hide_index=True, width="stretch",
                      column_config={"Used": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1.2),
                                     "Actual": st.column_config.NumberColumn(format="dollar"),
                                     "Projected": st.column_config.NumberColumn(format="dollar"),
                                     "Budget amount": st.column_config.NumberColumn(format="dollar")})
 with c2:
     st.subheader("Traffic by channel")
-    usage = slice_frame(ov.usage, flt)
-    tr = traffic_by_channel(usage)
-    st.dataframe(
-        tr.select(
-            pl.col("channel").replace({"api": "API clients", "operator": "Operator console",
-                                       "delivery": "Webhook delivery"}).alias("Channel"),
-            pl.col("events").alias("Events"), pl.col("failed_events").alias("Failed"),
-            pl.col("retry_events").alias("Retries"), pl.col("billable_events").alias("Billable"),
-        ), hide_index=True, width="stretch")
+    st.dataframe(m.traffic, hide_index=True, width="stretch")
     st.caption("Delivery and operator traffic are shown apart from API traffic; failed calls and "
                "webhook retries are traffic, never charged.")
 

@@ -7,7 +7,25 @@ Isolation: caches are shared by every session, keyed by the org (never by "whate
 may see"), and every per-org loader is wrapped by ``_org_scoped``, which checks the org against
 this run's principal BEFORE the cache is consulted, so a cached result of one user's org is
 never served to a user outside that org. Each loader passes exactly ``[org]`` as the query
-scope; ``visible_orgs`` is keyed by the principal's scope.
+scope; ``visible_orgs`` is keyed by the principal's scope. The page models below are wrapped the
+same way: the org check runs on every call, before any cached model is returned.
+
+Which cache (the rule): ``st.cache_data`` pickles the result and every hit unpickles a fresh
+copy (1-3 ms for an overview), which protects callers that mutate what they get.
+``st.cache_resource`` returns the very same object to every session: no copy, no unpickle, so it
+is only for results that nobody mutates. Here that is the BillingOverview (a frozen dataclass of
+Polars frames: every Polars operation returns a new frame), the org's usage frame and the page
+models (frozen dataclasses of str/int/tuple, ``pyarrow.Table`` and Vega-Lite dicts that
+``ui.charts.show`` copies before Streamlit touches them). Pages must treat them as read-only:
+never assign into a model, its dicts or a cached frame in place. Results a page may change
+(the invoice document dict, option lists) stay in ``st.cache_data``. ``clear()`` empties both.
+
+Sizing: a shared link is (org, period, compare, slice) and a page adds its own widget (lane
+dimension, project). The load test's links span 6 orgs x 4 periods x 2 compare modes = 48
+overview keys; MAX_OVERVIEWS keeps all of them plus the slices' usage windows. A page model is
+small (tens of KiB: a few aggregated tables and a chart spec), so MAX_MODELS allows a few
+hundred filter keys per page; an overview is a few MiB at the demo's size (see
+docs/performance.md), which bounds MAX_OVERVIEWS.
 """
 
 from __future__ import annotations
@@ -30,6 +48,8 @@ from queries.usage import load_usage
 from ui.auth import PRINCIPAL_KEY
 
 TTL = 120
+MAX_OVERVIEWS = 64  # (org, period, compare, today) keys: 6 orgs x 4 periods x 2 compares = 48 in the load test
+MAX_MODELS = 256  # per page: overview keys x slices x page widget, each model tens of KiB
 
 
 def _require_org(org: str) -> None:
@@ -104,13 +124,13 @@ def history_start(period: str, compare_period: str) -> date:
 
 
 @_org_scoped
-@st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
+@st.cache_resource(ttl=TTL, max_entries=MAX_OVERVIEWS, show_spinner=False)
 def org_usage(org: str, start: date, end: date) -> pl.DataFrame:
     return load_usage(reader([org]), [org], start, end)
 
 
 @_org_scoped
-@st.cache_data(ttl=TTL, max_entries=32, show_spinner="Pricing the period…")
+@st.cache_resource(ttl=TTL, max_entries=MAX_OVERVIEWS, show_spinner="Pricing the period…")
 def overview(org: str, period: str, compare_period: str, today: date) -> BillingOverview:
     end = period_bounds(period)[1]
     usage = org_usage(org, history_start(period, compare_period), end)
@@ -159,16 +179,119 @@ def invoice_document(org: str, period: str, as_of_iso: str | None) -> dict:
     return doc(reader([org]), org, period, as_of, orgs=[org])
 
 
+# -- page models (display-ready results per filter key; see ui/models.py) ------------------------
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def home_model(org: str, period: str, compare_period: str, today: date,
+               projects: tuple[str, ...], environments: tuple[str, ...], workloads: tuple[str, ...]):
+    from ui.models import build_home
+
+    return build_home(overview(org, period, compare_period, today), projects, environments, workloads)
+
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def projects_model(org: str, period: str, compare_period: str, today: date,
+                   projects: tuple[str, ...], environments: tuple[str, ...], workloads: tuple[str, ...]):
+    from ui.models import build_projects
+
+    return build_projects(overview(org, period, compare_period, today), projects, environments, workloads)
+
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def project_model(org: str, period: str, compare_period: str, today: date, project: str,
+                  projects: tuple[str, ...], environments: tuple[str, ...], workloads: tuple[str, ...]):
+    from ui.models import build_project
+
+    return build_project(overview(org, period, compare_period, today), project, projects, environments, workloads)
+
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def lanes_model(org: str, period: str, compare_period: str, today: date, dim: str,
+                projects: tuple[str, ...], environments: tuple[str, ...], workloads: tuple[str, ...]):
+    from ui.models import build_lanes
+
+    return build_lanes(overview(org, period, compare_period, today), dim, projects, environments, workloads)
+
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def invoice_model(org: str, period: str, compare_period: str, today: date):
+    """The invoice page: document, tables, CSV and JSON downloads (the document's as-of follows
+    the overview: month to date for the open period, none for a closed one)."""
+    from ui.models import build_invoice, invoice_as_of
+
+    return build_invoice(invoice_document(org, period, invoice_as_of(overview(org, period, compare_period, today))))
+
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def forecast_model(org: str, period: str, compare_period: str, today: date,
+                   projects: tuple[str, ...], environments: tuple[str, ...], workloads: tuple[str, ...]):
+    from ui.models import build_forecast
+
+    return build_forecast(overview(org, period, compare_period, today), projects, environments, workloads)
+
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def keys_model(org: str, period: str, compare_period: str, today: date,
+               projects: tuple[str, ...], environments: tuple[str, ...], workloads: tuple[str, ...]):
+    from ui.models import build_keys
+
+    ov = overview(org, period, compare_period, today)
+    history = org_usage(org, history_start(period, compare_period), ov.invoice.usage_through)
+    return build_keys(ov, api_keys(org), history, projects, environments, workloads)
+
+
+@_org_scoped
+@st.cache_resource(ttl=TTL, max_entries=MAX_MODELS, show_spinner=False)
+def rate_card_model(org: str, period: str):
+    """The Data page's rate card table and the org's terms (None: no card is in force)."""
+    from ui.models import build_rate_card
+
+    card = rate_card(period)
+    return None if card is None else build_rate_card(card, org)
+
+
+@_org_scoped
+@st.cache_resource(ttl=30, max_entries=64, show_spinner=False)
+def quarantine(org: str, limit: int = 500):
+    """The org's quarantined rows, newest first, as a display table (``pyarrow.Table``)."""
+    from queries.store import quarantine_rows
+
+    return quarantine_rows(reader([org]), [org], limit=limit).to_arrow()
+
+
+MODELS = (home_model, projects_model, project_model, lanes_model, invoice_model, forecast_model, keys_model,
+          rate_card_model, quarantine)
+
+
 def clear() -> None:
+    """Forget every cached result (after a write): data caches, frames and page models.
+
+    The engines (also cache_resource) are kept."""
     st.cache_data.clear()
+    for cached in (org_usage, overview, *MODELS, _ingest_runs):
+        cached.clear()
 
 
-def ingest_runs(limit: int = 30) -> pl.DataFrame:
-    """Recent ingest runs across every org: operator data for platform admins (and local mode)."""
-    from queries.store import ingest_runs as runs
-
+def ingest_runs(limit: int = 30):
+    """Recent ingest runs across every org (``pyarrow.Table``): operator data for platform admins
+    (and local mode)."""
     p = st.session_state.get(PRINCIPAL_KEY)
     if not isinstance(p, Principal):
         raise AccessDenied("nobody signed in may read ingest runs")
-    p.require_platform(Role.ADMIN)
-    return runs(engine(), limit=limit)
+    p.require_platform(Role.ADMIN)  # before the cache: operator data of every org
+    return _ingest_runs(limit)
+
+
+@st.cache_resource(ttl=30, max_entries=4, show_spinner=False)
+def _ingest_runs(limit: int):
+    """Cached read of the recent ingest runs, as a display table; call ``ingest_runs`` (checked)."""
+    from queries.store import ingest_runs as runs
+
+    return runs(engine(), limit=limit).to_arrow()
