@@ -6,6 +6,7 @@ Filters and group-by columns come from whitelists (metering.domain), values are 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Collection, Sequence
 from datetime import date
 
@@ -120,7 +121,7 @@ def copy_statement(engine: sa.Engine, stmt: sa.Select, cursor) -> str:
 def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     import psycopg
 
-    chunks: list[bytes] = []
+    buf = io.BytesIO()
     with engine.connect() as conn:
         # begin through SQLAlchemy first: its "begin" event sets the org scope that row-level
         # security reads (queries.engine.scoped_engine); the COPY runs in that transaction
@@ -129,8 +130,8 @@ def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataT
         try:
             with raw.cursor() as cur:
                 with cur.copy(copy_statement(engine, stmt, cur)) as copy:
-                    for block in copy:
-                        chunks.append(bytes(block))
+                    for block in copy:  # one block per row: write() it, no bytes object each
+                        buf.write(block)
         except psycopg.Error as exc:
             fault = _copy_fault(engine, raw, exc)
             if raw.broken:
@@ -138,13 +139,13 @@ def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataT
             if fault is None:
                 raise
             raise fault from exc
-    data = b"".join(chunks)
-    if not data:
+    if not buf.tell():
         return pl.DataFrame(schema=schema)
     # PostgreSQL's CSV: NULL is an empty unquoted field, '' is "" (Polars reads them the same
     # way); booleans are t/f, dates ISO, numbers plain
     text_schema = {n: pl.String if dtype == pl.Boolean() else dtype for n, dtype in schema.items()}
-    df = pl.read_csv(data, has_header=False, schema=text_schema, quote_char='"')
+    buf.seek(0)
+    df = pl.read_csv(buf, has_header=False, schema=text_schema, quote_char='"')
     df = df.with_columns(pl.col(n) == "t" for n, dtype in schema.items() if dtype == pl.Boolean())
     return sort_by_keys(df, [c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
 
