@@ -45,43 +45,64 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgr
 PAGES_DB = "bench_pages"
 
 ANALYSIS = """\
-**Why, and what would close it** (profiled by hand on 2026-11-26 at 10M rows, same data):
+**Why, and what would close it** (profiled by hand on 2026-11-26 on the same data; CPU seconds
+of the process are quoted where the shared machine's load made wall times swing 2-5x):
 
-- *Overview vs pandas (target 8x, measured about 1x).* The overview reads only two windows of
-  the 13-month history (2026-11-01..15 and 2026-10-01..15, about 7.6% of the rows), so every
-  implementation is "filter 10M rows, group ~380k rows into ~160k parts, rank remainders".
-  pandas' groupby/sort on that is not 8x slower than Polars; the target assumes a full-history
-  computation. Inside the project's code, `billing_overview` filters the whole frame five
-  times (build_invoice and allocate_invoice for each period, plus period_usage) and
-  `allocate_invoice` is about 0.31 s per period, of which the group-by is 0.09 s and the rest
-  the sort by (meter, environment, remainder, project, api_key, workload, day) strings, the
-  `.over()` windows and `_check_quantities` (another group-by). Slicing the frame once to the
-  org and both windows before `billing_overview` only took 1.89 s -> 1.67 s. To close the gap:
-  (1) in metering/overview.py slice `usage_history` once (lazy: org, [compare start, today])
-  and pass the slice down; (2) in metering/allocate.py rank remainders on integer-encoded keys
-  (categoricals / dictionary codes, or only re-sort the few parts that can receive a cent:
-  the top `left` remainders per line, via `top_k`) instead of a full string sort, and fold
-  `_check_quantities` into the same grouped frame; (3) keep the pushed-down aggregate in
-  PostgreSQL (see docs/scaling.md) so Polars receives parts, not raw rollups.
-- *Overview vs DuckDB.* Roughly on par: project/DuckDB ranged 0.3-2.5x over the sizes and
-  runs (one run at 10M; the machine is shared and run-to-run noise is large). DuckDB does
-  each period in one pass over the table.
-- *PostgreSQL -> Polars (target 1M rows/s).* `queries.usage.load_usage` builds SQLAlchemy Row
-  objects, then `pl.DataFrame(rows, orient="row", infer_schema_length=None)` walks them in
-  Python, then casts and sorts: about 12 us per row. `COPY (same SELECT, bound parameters)
-  TO STDOUT (FORMAT csv)` -> `polars.read_csv` returns the identical frame 3.7-7.9x faster
-  on the 1M raw slice (two runs; 4x at 100k); the rest is PostgreSQL producing the rows on 2
-  shared cores. The aggregate read
-  is bounded by PostgreSQL's GROUP BY over the 1M rows (~1.5 s whatever the client), so its
-  rows/s counts only the 190k output rows. Switching `load_usage` to COPY on PostgreSQL
-  (SQLite keeps the current path) is the fix; ADBC/connectorx were not tried (new
-  dependencies; COPY needs none).
+- *Overview vs pandas (target 8x).* The overview reads two 15-day windows of the 13-month
+  history (about 7.6% of the rows), so every implementation is "slice 10M rows, group ~360k
+  eligible rows into ~162k parts per period, rank remainders". After this round the
+  project's work at 10M rows is about 0.8-1.0 s CPU: slicing the two windows out of the
+  unsorted 10M-row frame 0.15 s (a Date mask, then the org test and the gather of ~760k rows
+  x 13 columns), per period the invoice 0.03 s, the group-by to parts 0.16 s (on one packed
+  integer key), allocation 0.06 s. 8x pandas would need about 0.25 s in all, i.e. both the
+  slice and the group-by gone: (1) keep `load_usage`'s frame sorted by day (it is) and mark
+  it so, then slice the windows by binary search instead of a filter; (2) cache the closed
+  comparison period's parts (they change only by restatement) so a rerun prices the open
+  period only; (3) push the group-by to allocation grain into PostgreSQL (`load_usage(...,
+  group_by=[project, environment, api_key, workload, day, meter])`: 2.3x fewer rows) for
+  histories beyond ~10M rows. pandas' groupby/sort on 360k rows is simply not 8x slower than
+  Polars' on 2 cores.
+- *Overview vs DuckDB.* On par within the run-to-run noise of the shared machine: DuckDB does
+  each period in one pass (filter + two aggregates + a window rank) over the table.
+- *PostgreSQL -> Polars (target 1M rows/s).* `load_usage` now runs the same SELECT as `COPY
+  (...) TO STDOUT (FORMAT csv)` and parses it with `polars.read_csv`; measured by hand on 1M
+  raw rows: PostgreSQL producing the rows ~0.6-1.1 s (one backend; the seq scan alone is
+  0.25 s), psycopg's COPY iteration 0.86 us CPU per row (a libpq-level `get_copy_data` loop
+  measured 0.35 us/row; not adopted, it bypasses psycopg's COPY state handling), CSV parse 0.4
+  s, and the sort by the 10 key columns, 0.8 s CPU as a packed integer key (1.7 s as a
+  multi-column string sort). The remaining gap is the server's single backend plus the
+  client's parse and sort on the same 2 cores. To close it: have rows arrive in key order (a
+  heap clustered on the primary key, whose order equals Polars' under a C/C.UTF-8 collation:
+  the sort then costs one pass, as for the aggregate read, which PostgreSQL already returns
+  sorted), split the COPY by day range over 2 connections, or ADBC/Arrow binary transfer (a
+  new dependency). The aggregate read is bounded by PostgreSQL's GROUP BY over the 1M rows
+  (1.5 s idle, several seconds under load, whatever the client), and its rows/s counts only
+  the 190k output rows.
+- *Billing home warm rerun.* Met: a warm rerun reads the cached overview and renders; the
+  cost at 1M rollup rows is the unpickling of the cached frames plus the page's small
+  group-bys.
 """
 
 CHANGES = """\
-**Changes in this round** (issue #7 follow-up; before = the 2026-11-26 16:49 suite run):
+**Changes in this round** (issue #7 follow-up; before = the 16:49 suite run of the same day,
+after = this run; same data and machine, both under other engineers' load):
 
-- (filled in after the run)
+- `queries/usage.load_usage` on PostgreSQL: `COPY (same SELECT, parameters rendered by
+  psycopg's `ClientCursor.mogrify`) TO STDOUT (FORMAT csv)` -> `polars.read_csv` instead of
+  SQLAlchemy rows -> `pl.DataFrame(orient="row")`; identical frames on SQLite and PostgreSQL
+  (tests/test_usage_load.py); the org scope (row-level security) and fault translation kept.
+  Both paths sort by one packed integer key (`sort_by_keys`) instead of 10 string columns.
+  1M raw rows: RAW_BEFORE -> RAW_AFTER; the old row path timed in this same run: RAW_ROWS.
+- `metering/allocate.allocate_invoice`: parts grouped and sorted on one order-preserving
+  integer code of the keys; ties ranked by row number instead of a full string sort by
+  (meter, environment, remainder, keys...); the quantity check folded into the per-line
+  group-by. Byte-identical output (tested against the previous implementation on random
+  frames). At 10M rows, per period: 0.54 -> 0.28 -> 0.20 s CPU (this round's two steps).
+- `metering/overview.billing_overview`: slices the org's two windows once (day test first)
+  and passes the slices down, instead of filtering the whole history five times. Overview at
+  10M rollup rows: OV_BEFORE -> OV_AFTER (CPU by hand: 1.8-2.3 s -> 0.8-1.0 s).
+- `bench/bench_pages.py --rollup-rows N` and the suite's Billing home step: warm rerun at 1M
+  rollup rows HOME_AFTER (not measured before).
 """
 
 OTHER_BENCHES = {  # name -> (full args, quick args); none of them gets --write
@@ -115,7 +136,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]
     print(f"overview comparison at {', '.join(f'{n:,}' for n in sizes)} rows", flush=True)
-    overview = run_compare(sizes, repeat_small=3, repeat_large=1)
+    overview = run_compare(sizes, repeat_small=3, repeat_large=3)
     load_rows = 100_000 if args.quick else 1_000_000
     print(f"PostgreSQL -> Polars load at {load_rows:,} rows", flush=True)
     load = run_load(load_rows, repeat=3)
@@ -196,7 +217,7 @@ def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, w
         f"Written by `PYTHONPATH=. .venv/bin/python -m bench{' --quick' if quick else ''}` on "
         f"{written} (suite wall time {wall / 60:.1f} min). "
         "Reproduce: the same command (`--quick` for 100k/1M overview and a 100k load, a few "
-        "minutes; without it the overview also runs at 10M rows, once). Data: deterministic "
+        "minutes; without it the overview also runs at 10M rows, median of 3). Data: deterministic "
         "synthetic rollups (seed 7) for one org (`acme-insurance`: 10% discount, webhooks billed) "
         "over ~13 months, 40 projects, 600 api keys, 6 meters, 5 workloads; the open period "
         "2026-11 as of 2026-11-15 vs 2026-10 like-for-like.", "",
