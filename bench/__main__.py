@@ -54,23 +54,34 @@ of the process are quoted where the shared machine's load made wall times swing 
   project's work at 10M rows is about 0.8-1.0 s CPU: slicing the two windows out of the
   unsorted 10M-row frame 0.15 s (a Date mask, then the org test and the gather of ~760k rows
   x 13 columns), per period the invoice 0.03 s, the group-by to parts 0.16 s (on one packed
-  integer key), allocation 0.06 s. 8x pandas would need about 0.25 s in all, i.e. both the
-  slice and the group-by gone: (1) keep `load_usage`'s frame sorted by day (it is) and mark
-  it so, then slice the windows by binary search instead of a filter; (2) cache the closed
+  integer key), allocation 0.06 s. pandas took 1.1-2.4 s at 10M in the day's runs (ratio
+  0.9-3.0x), so 8x means 0.14-0.3 s in all, i.e. both the slice and the group-by gone:
+  (1) keep `load_usage`'s frame sorted by day (it is) and mark it so, then slice the
+  windows by binary search instead of a filter; (2) cache the closed
   comparison period's parts (they change only by restatement) so a rerun prices the open
   period only; (3) push the group-by to allocation grain into PostgreSQL (`load_usage(...,
   group_by=[project, environment, api_key, workload, day, meter])`: 2.3x fewer rows) for
   histories beyond ~10M rows. pandas' groupby/sort on 360k rows is simply not 8x slower than
   Polars' on 2 cores.
-- *Overview vs DuckDB.* On par within the run-to-run noise of the shared machine: DuckDB does
-  each period in one pass (filter + two aggregates + a window rank) over the table.
+- *Overview vs DuckDB (no slower at 10M).* Not robustly met: the three suite runs of
+  2026-11-26 after this round's changes gave project / DuckDB at 10M = 1.30 (17:58, one run
+  each, machine loaded), 0.75 (18:04: 0.784 vs 1.043 s, met) and 2.51 (18:07: 1.198 vs 0.478
+  s, the run in the tables above); DuckDB's own 10M time moved 0.47-1.21 s and the project's
+  0.78-1.57 s between runs, so the shared 2 cores decide the verdict. DuckDB does each period
+  in one vectorised pass (filter, two aggregates, a window rank) on both cores; the project
+  does ~0.8-1.0 s of CPU in several steps (above), the first call of a process ~0.3-0.5 s
+  more (string pool, thread pool warm-up). What would close it for good: the binary-search
+  slice of a day-sorted frame and computing both periods' parts concurrently
+  (`pl.collect_all` of two lazy group-bys) would take ~0.3 s CPU off; beyond that the slicing
+  belongs in the database (`load_usage` with the two windows and the allocation grain).
 - *PostgreSQL -> Polars (target 1M rows/s).* `load_usage` now runs the same SELECT as `COPY
   (...) TO STDOUT (FORMAT csv)` and parses it with `polars.read_csv`; measured by hand on 1M
   raw rows: PostgreSQL producing the rows ~0.6-1.1 s (one backend; the seq scan alone is
   0.25 s), psycopg's COPY iteration 0.86 us CPU per row (a libpq-level `get_copy_data` loop
   measured 0.35 us/row; not adopted, it bypasses psycopg's COPY state handling), CSV parse 0.4
-  s, and the sort by the 10 key columns, 0.8 s CPU as a packed integer key (1.7 s as a
-  multi-column string sort). The remaining gap is the server's single backend plus the
+  s, and the sort by the 10 key columns, 0.8-1.4 s CPU as a packed integer key (1.5-1.7 s as a
+  multi-column string sort; about equal in wall time at 1M rows, Polars' string sort uses both
+  cores). The remaining gap is the server's single backend plus the
   client's parse and sort on the same 2 cores. To close it: have rows arrive in key order (a
   heap clustered on the primary key, whose order equals Polars' under a C/C.UTF-8 collation:
   the sort then costs one pass, as for the aggregate read, which PostgreSQL already returns
@@ -78,9 +89,11 @@ of the process are quoted where the shared machine's load made wall times swing 
   new dependency). The aggregate read is bounded by PostgreSQL's GROUP BY over the 1M rows
   (1.5 s idle, several seconds under load, whatever the client), and its rows/s counts only
   the 190k output rows.
-- *Billing home warm rerun.* Met: a warm rerun reads the cached overview and renders; the
-  cost at 1M rollup rows is the unpickling of the cached frames plus the page's small
-  group-bys.
+- *Billing home warm rerun.* Met: a warm rerun reads the cached overview (`st.cache_data`)
+  and renders; at 1M rollup rows that is 17-19 ms on a quiet machine and 99-101 ms in the
+  loaded 17:58 run. The cold entry run (4.7 s open period) is the history load through
+  `load_usage` (~600k rows: the backtest window of the forecast), the overview and the
+  projection.
 """
 
 CHANGES = """\
@@ -92,17 +105,21 @@ after = this run; same data and machine, both under other engineers' load):
   SQLAlchemy rows -> `pl.DataFrame(orient="row")`; identical frames on SQLite and PostgreSQL
   (tests/test_usage_load.py); the org scope (row-level security) and fault translation kept.
   Both paths sort by one packed integer key (`sort_by_keys`) instead of 10 string columns.
-  1M raw rows: RAW_BEFORE -> RAW_AFTER; the old row path timed in this same run: RAW_ROWS.
+  1M raw rows: 12.216 s (81,863 rows/s) -> 3.226 s (309,968 rows/s); the old row path in
+  this same run: 5.237 s (190,965 rows/s), and by hand, client CPU per 1M raw rows 5.3 s ->
+  2.9 s. The aggregate read is server-bound: 2.798 -> 2.796 s.
 - `metering/allocate.allocate_invoice`: parts grouped and sorted on one order-preserving
   integer code of the keys; ties ranked by row number instead of a full string sort by
   (meter, environment, remainder, keys...); the quantity check folded into the per-line
   group-by. Byte-identical output (tested against the previous implementation on random
-  frames). At 10M rows, per period: 0.54 -> 0.28 -> 0.20 s CPU (this round's two steps).
+  frames). At 10M rows, one period (360k eligible rows -> 162k parts), best of 5 by hand:
+  0.23-0.29 -> 0.14-0.16 s wall, 0.39-0.41 -> 0.19 s CPU.
 - `metering/overview.billing_overview`: slices the org's two windows once (day test first)
   and passes the slices down, instead of filtering the whole history five times. Overview at
-  10M rollup rows: OV_BEFORE -> OV_AFTER (CPU by hand: 1.8-2.3 s -> 0.8-1.0 s).
+  10M rollup rows: 3.123 s (one run) -> 1.198 s (median of 3; 0.784 s in the 18:04 run); at
+  1M 0.147 -> 0.079 s; CPU by hand at 10M: 1.8-2.3 s -> 0.8-1.0 s.
 - `bench/bench_pages.py --rollup-rows N` and the suite's Billing home step: warm rerun at 1M
-  rollup rows HOME_AFTER (not measured before).
+  rollup rows 17-19 ms (not measured before at this size).
 """
 
 OTHER_BENCHES = {  # name -> (full args, quick args); none of them gets --write
