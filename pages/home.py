@@ -10,8 +10,8 @@ from ui.fmt import pct, signed_usd, usd
 from ui.state import current_filters, today
 
 f = current_filters()
+ov = data.overview(f.org, f.period, f.compare_period, today())
 m = data.home_model(f.org, f.period, f.compare_period, today(), f.projects, f.environments, f.workloads)
-ov = m.ov
 flt = f.slice()
 total, prev_total = m.total, m.prev_total
 elapsed, n_days = m.elapsed, m.n_days

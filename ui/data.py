@@ -17,15 +17,18 @@ is only for results that nobody mutates. Here that is the BillingOverview (a fro
 Polars frames: every Polars operation returns a new frame), the org's usage frame and the page
 models (frozen dataclasses of str/int/tuple, ``pyarrow.Table`` and Vega-Lite dicts that
 ``ui.charts.show`` copies before Streamlit touches them). Pages must treat them as read-only:
-never assign into a model, its dicts or a cached frame in place. Results a page may change
-(the invoice document dict, option lists) stay in ``st.cache_data``. ``clear()`` empties both.
+never assign into a model, its dicts (the invoice model's document included) or a cached frame
+in place. Results that callers may change (option lists, the raw invoice document, budget
+evaluations) stay in ``st.cache_data``. ``clear()`` empties both kinds.
 
 Sizing: a shared link is (org, period, compare, slice) and a page adds its own widget (lane
 dimension, project). The load test's links span 6 orgs x 4 periods x 2 compare modes = 48
-overview keys; MAX_OVERVIEWS keeps all of them plus the slices' usage windows. A page model is
-small (tens of KiB: a few aggregated tables and a chart spec), so MAX_MODELS allows a few
-hundred filter keys per page; an overview is a few MiB at the demo's size (see
-docs/performance.md), which bounds MAX_OVERVIEWS.
+overview keys; MAX_OVERVIEWS keeps all of them. An overview is 0.2 MiB pickled for the demo's
+largest org and grows with the org's rollup rows; a page model holds no reference to its overview
+(only aggregated tables, a chart spec, strings), so an evicted overview is freed even while
+models built from it stay cached. MAX_MODELS allows a few hundred slices per page; the invoice
+model (document, CSV and JSON, ~150 KiB pickled; the others 2-13 KiB) is keyed by the overview
+key only.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from ui.auth import PRINCIPAL_KEY
 
 TTL = 120
 MAX_OVERVIEWS = 64  # (org, period, compare, today) keys: 6 orgs x 4 periods x 2 compares = 48 in the load test
-MAX_MODELS = 256  # per page: overview keys x slices x page widget, each model tens of KiB
+MAX_MODELS = 256  # per page: overview keys x slices x page widget; a model is 2-13 KiB (invoice ~150 KiB)
 
 
 def _require_org(org: str) -> None:

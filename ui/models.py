@@ -54,7 +54,8 @@ def _slice(projects, environments, workloads) -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class HomeModel:
-    ov: BillingOverview
+    """No reference to the overview: a model may outlive its overview in the cache, and must not
+    keep the overview's frames alive (pages read the overview from its own cache)."""
     total: int
     prev_total: int
     elapsed: int
@@ -118,7 +119,7 @@ def build_home(ov: BillingOverview, projects=(), environments=(), workloads=()) 
         pl.col("events").alias("Events"), pl.col("failed_events").alias("Failed"),
         pl.col("retry_events").alias("Retries"), pl.col("billable_events").alias("Billable"),
     )
-    return HomeModel(ov, total, prev_total, elapsed, n_days, unit_cost(spend_cents, lookups_micros), heavy,
+    return HomeModel(total, prev_total, elapsed, n_days, unit_cost(spend_cents, lookups_micros), heavy,
                      table(line_table), headline, tuple(captions), daily_spec, table(traffic))
 
 
