@@ -110,8 +110,8 @@ def load_usage(
     schema = {n: USAGE_SCHEMA[n] for n in names}
     if engine.dialect.name == "postgresql":
         if pg_read_path() == "adbc":
-            return _load_by_adbc(engine, stmt, schema)
-        return _load_by_copy(engine, stmt, schema)
+            return _load_by_adbc(engine, stmt, schema, aggregate=group_by is not None)
+        return _load_by_copy(engine, stmt, schema, aggregate=group_by is not None)
     with engine.connect() as conn:
         rows = conn.execute(stmt).fetchall()
     if not rows:
@@ -136,7 +136,15 @@ def literal_select(engine: sa.Engine, stmt: sa.Select, pg_connection) -> str:
     return psycopg.ClientCursor(pg_connection).mogrify(compiled.string, compiled.params)
 
 
-def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+# transaction-local work_mem of a pushed-down aggregate: lets PostgreSQL hash the groups in
+# memory (HashAggregate) instead of an external merge sort on disk: 1M rollup rows -> 190k groups
+# 0.72 s instead of 1.9 s (EXPLAIN ANALYZE, 2026-11-26). A hash table is capped at work_mem x
+# hash_mem_multiplier (2 by default) and spills beyond: bounded per read.
+AGGREGATE_WORK_MEM = "64MB"
+
+
+def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataType], *,
+                  aggregate: bool = False) -> pl.DataFrame:
     import psycopg
 
     buf = io.BytesIO()
@@ -144,6 +152,8 @@ def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataT
         # begin through SQLAlchemy first: its "begin" event sets the org scope that row-level
         # security reads (queries.engine.scoped_engine); the COPY runs in that transaction
         conn.begin()
+        if aggregate:
+            conn.exec_driver_sql("SELECT set_config('work_mem', %(v)s, true)", {"v": AGGREGATE_WORK_MEM})
         raw = conn.connection.driver_connection
         try:
             with raw.cursor() as cur:
@@ -295,7 +305,8 @@ def adbc_uri(engine: sa.Engine) -> str:
     return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
 
 
-def _load_by_adbc(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _load_by_adbc(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataType], *,
+                  aggregate: bool = False) -> pl.DataFrame:
     from queries.engine import SCOPE_OPTION, TIMEOUT_OPTION
 
     # the parameters rendered by psycopg on a pooled SQLAlchemy connection (released at once): a
@@ -306,6 +317,8 @@ def _load_by_adbc(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataT
     options = engine.get_execution_options()
     timeout = options.get(TIMEOUT_OPTION)
     settings = _transaction_settings(options.get(SCOPE_OPTION), timeout)
+    if aggregate:
+        settings.append(("work_mem", AGGREGATE_WORK_MEM))
     pool = adbc_pool(engine)
     fresh = False
     while True:
@@ -426,15 +439,31 @@ def sort_by_keys(df: pl.DataFrame, keys: Sequence[str], *, nulls_last: bool = Fa
 
     One integer sort of ``key_codes`` replaces a multi-column sort over strings; falls back to
     ``df.sort`` when there are no codes (nulls, other dtypes, more than 64 bits). Same result.
+    The key columns of the result are decoded from the sorted codes (each key's rank looked up
+    in its few distinct values) instead of gathered row by row: a gather of 1M strings is random
+    access over the whole column (~70-150 ms per column measured), the lookup is not.
     """
     if df.height < 2 or not keys:
         return df
-    codes = key_codes(df, keys)
-    if codes is None:
+    packed = _pack_keys(df, keys)
+    if packed is None:
         return df.sort(keys, nulls_last=nulls_last)
+    codes, widths, decoders = packed
     if bool(np.all(codes[1:] >= codes[:-1])):  # already in order (e.g. PostgreSQL's GroupAggregate)
         return df
-    return df[pl.Series(codes).arg_sort()]
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    columns: dict[str, pl.Series] = {}
+    shift = sum(widths)
+    for key, width, decode in zip(keys, widths, decoders, strict=True):
+        shift -= width
+        ranks = (ordered >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        columns[key] = decode(ranks).alias(key)
+    rest = [c for c in df.columns if c not in columns]
+    if rest:
+        gathered = df.select(rest)[pl.Series(order)]
+        columns.update({c: gathered[c] for c in rest})
+    return pl.DataFrame([columns[c] for c in df.columns])
 
 
 def key_codes(df: pl.DataFrame, keys: Sequence[str]) -> np.ndarray | None:
@@ -446,8 +475,15 @@ def key_codes(df: pl.DataFrame, keys: Sequence[str]) -> np.ndarray | None:
     the minimum; booleans: 0/1) and the ranks are packed, first key in the highest bits. None
     when a key has nulls or another dtype, or the ranks need more than 64 bits.
     """
+    packed = _pack_keys(df, keys)
+    return None if packed is None else packed[0]
+
+
+def _pack_keys(df: pl.DataFrame, keys: Sequence[str]):
+    """(codes, bit widths, decoders: ranks -> the key's values) for ``key_codes``, or None."""
     codes: list[np.ndarray] = []
     widths: list[int] = []
+    decoders: list = []
     for k in keys:
         col = df[k]
         if col.null_count():
@@ -465,14 +501,18 @@ def key_codes(df: pl.DataFrame, keys: Sequence[str]) -> np.ndarray | None:
                 len(distinct), dtype=np.uint64)
             codes.append(lookup[phys.to_numpy()])
             n = len(distinct)
+            texts = distinct.cast(pl.String).gather(by_text)
+            decoders.append(lambda ranks, texts=texts: texts.gather(pl.Series(ranks.astype(np.int64))))
         elif dtype == pl.Boolean:
             codes.append(col.cast(pl.UInt64).to_numpy())
             n = 2
+            decoders.append(lambda ranks: pl.Series(ranks.astype(bool)))
         elif dtype == pl.Date or dtype.is_integer():
             phys = col.to_physical().cast(pl.Int64).to_numpy()
             lo = int(phys.min()) if len(phys) else 0
             n = (int(phys.max()) - lo + 1) if len(phys) else 1
             codes.append((phys - lo).astype(np.uint64))
+            decoders.append(lambda ranks, lo=lo, dtype=dtype: _from_offsets(ranks, lo, dtype))
         else:
             return None
         widths.append(max(1, (n - 1).bit_length()))
@@ -481,7 +521,14 @@ def key_codes(df: pl.DataFrame, keys: Sequence[str]) -> np.ndarray | None:
     packed = np.zeros(df.height, dtype=np.uint64)
     for code, width in zip(codes, widths, strict=True):
         packed = (packed << np.uint64(width)) | code
-    return packed
+    return packed, widths, decoders
+
+
+def _from_offsets(ranks: np.ndarray, lo: int, dtype: pl.DataType) -> pl.Series:
+    values = pl.Series(ranks.astype(np.int64)) + lo
+    if dtype == pl.Date:
+        return values.cast(pl.Int32).cast(pl.Date)
+    return values.cast(dtype)
 
 
 def usage_bounds(engine: sa.Engine, orgs: Collection[str]) -> tuple[date | None, date | None]:

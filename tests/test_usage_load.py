@@ -198,6 +198,25 @@ def test_aggregate_sums_stay_exact_beyond_float(pg_engine, monkeypatch):
         monkeypatch.undo()
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_aggregate_reads_set_work_mem_for_their_transaction_only(pg_engine, monkeypatch, path):
+    _force_path(monkeypatch, path)
+    _truncate(pg_engine)
+    insert_usage(pg_engine, ROWS)
+    monkeypatch.setattr(usage, "AGGREGATE_WORK_MEM", "10")  # 10 kB: below PostgreSQL's minimum of 64
+    with pytest.raises(Exception, match="10 kB is outside the valid range for parameter \"work_mem\""):
+        load_usage(pg_engine, ORGS, group_by=["project"])
+    assert load_usage(pg_engine, ORGS).equals(_expected(ORGS))  # raw reads do not set it
+    monkeypatch.setattr(usage, "AGGREGATE_WORK_MEM", "64MB")
+    assert load_usage(pg_engine, ORGS, group_by=["project"]).equals(_expected(ORGS, group_by=["project"]))
+    conn, _ = adbc_pool(pg_engine).get()
+    with conn.cursor() as cur:  # nothing left on the pooled connection
+        cur.execute("SELECT current_setting('work_mem')")
+        assert cur.fetchone()[0] == "4MB"
+    conn.rollback()
+    adbc_pool(pg_engine).put(conn)
+
+
 # --- choosing the path ----------------------------------------------------------------------
 
 
@@ -216,7 +235,7 @@ def test_read_path_env_and_fallback_without_adbc(pg_engine, monkeypatch):
     assert pg_read_path() == "copy"
     calls = []
     real_copy = usage._load_by_copy
-    monkeypatch.setattr(usage, "_load_by_copy", lambda *a: calls.append(1) or real_copy(*a))
+    monkeypatch.setattr(usage, "_load_by_copy", lambda *a, **kw: calls.append(1) or real_copy(*a, **kw))
     assert load_usage(pg_engine, [ORGS[0]]).equals(want)
     assert calls == [1]
     monkeypatch.setenv("METERING_PG_READ", "adbc")
