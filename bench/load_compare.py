@@ -1,20 +1,26 @@
-"""Load benchmark: PostgreSQL -> Polars by the project's path vs row objects, pandas.read_sql, COPY.
+"""Load benchmark: PostgreSQL -> Polars by the project's path vs row objects, pandas.read_sql, COPY, ADBC.
 
 Owns the ``bench_load`` database (created fresh, dropped at the end) on 127.0.0.1:5432: a
 ``usage_daily`` table (schema by ``queries.engine.upgrade``) filled by COPY with N unique,
-deterministic rollup rows for one org over ~13 months. Two reads, each four ways:
+deterministic rollup rows for one org over ~13 months. Two reads, each six ways:
 
 - raw: every rollup column of the org's rows (``usage_select(orgs, start, end)``);
 - aggregate: pushed-down ``SUM`` by (project, environment, meter, day)
   (``usage_select(..., group_by=...)``).
 
-Paths: (a) ``queries.usage.load_usage`` (on PostgreSQL: COPY of the same SELECT as CSV, parsed
-by Polars); (b) the previous load_usage path, SQLAlchemy Row objects -> ``pl.DataFrame`` ->
-casts (``sqlalchemy_rows``); (c) ``pandas.read_sql`` of the same statement, then
-``polars.from_pandas``; (d) the bench's own psycopg ``COPY (same SELECT, bound parameters) TO
-STDOUT (FORMAT csv)`` -> ``polars.read_csv`` with explicit types and the same final sort.
-Paths (b)-(d) are checked equal to (a), so quantities stay exact Int64 micro-units. rows/s =
-rows returned / wall seconds (median of N).
+Paths: (a) ``queries.usage.load_usage`` as the project runs it (on PostgreSQL: ADBC when
+installed, i.e. Arrow from PostgreSQL's binary COPY, through its pooled ADBC connections; else
+COPY CSV); (b) ``load_usage`` with ``METERING_PG_READ=copy``: COPY of the same SELECT as CSV,
+parsed by Polars (the previous project path); (c) the path before that, SQLAlchemy Row objects
+-> ``pl.DataFrame`` -> casts (``sqlalchemy_rows``); (d) ``pandas.read_sql`` of the same
+statement, then ``polars.from_pandas``; (e) the bench's own psycopg ``COPY (same SELECT, bound
+parameters) TO STDOUT (FORMAT csv)`` -> ``polars.read_csv`` with explicit types and the same
+final sort; (f) the bench's own ADBC read on one open connection (``adbc_driver_postgresql.dbapi``:
+``execute`` of the psycopg-rendered SELECT, ``fetch_arrow_table``, ``pl.from_arrow``, same
+sort), without load_usage's scope/timeout round trip and connection pool. Paths (b)-(f) are
+checked equal to (a), so quantities stay exact Int64 micro-units. rows/s = rows returned / wall
+seconds (median of N). Also reported: the cost of one ADBC connect (median of 5), what
+load_usage's connection pool saves per call.
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/load_compare.py [--rows 1000000] [--repeat 3]``
 """
@@ -78,6 +84,10 @@ def run_load(rows: int = 1_000_000, repeat: int = 3, keep: bool = False) -> dict
                "reads": {}}
         print(f"  usage_daily: {rows:,} rows, heap {heap / rows:.0f} B/row, with indexes "
               f"{total / rows:.0f} B/row", flush=True)
+        out["adbc_connect_s"] = _adbc_connect_cost(engine)
+        if out["adbc_connect_s"] is not None:
+            print(f"  one ADBC connect: {out['adbc_connect_s'] * 1000:.1f} ms (median of 5)", flush=True)
+        out["load_average"] = os.getloadavg()
         for read, group_by in (("raw", None), ("aggregate", AGG_KEYS)):
             ref = None
             res = {}
@@ -99,6 +109,9 @@ def run_load(rows: int = 1_000_000, repeat: int = 3, keep: bool = False) -> dict
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
     finally:
+        for conn in _ADBC_CONN.values():
+            conn.close()
+        _ADBC_CONN.clear()
         engine.dispose()
         if not keep:
             _drop_database()
@@ -108,6 +121,67 @@ def read_load_usage(engine, group_by):
     from queries.usage import load_usage
 
     return load_usage(engine, [ORG_NAME], FIRST_DAY, None, group_by=group_by)
+
+
+def read_load_usage_copy(engine, group_by):
+    """load_usage's COPY CSV path (METERING_PG_READ=copy), the project path before ADBC."""
+    from queries.usage import load_usage
+
+    before = os.environ.get("METERING_PG_READ")
+    os.environ["METERING_PG_READ"] = "copy"
+    try:
+        return load_usage(engine, [ORG_NAME], FIRST_DAY, None, group_by=group_by)
+    finally:
+        if before is None:
+            del os.environ["METERING_PG_READ"]
+        else:
+            os.environ["METERING_PG_READ"] = before
+
+
+_ADBC_CONN: dict = {}
+
+
+def read_adbc(engine, group_by):
+    """The bench's own ADBC read on one connection kept open across calls: the psycopg-rendered
+    SELECT (no bound parameters: ADBC then reads it by binary COPY) -> Arrow -> Polars."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    from queries.usage import adbc_uri, literal_select, sort_by_keys, usage_select
+
+    stmt = usage_select([ORG_NAME], FIRST_DAY, None, group_by=group_by)
+    with engine.connect() as conn:
+        sql = literal_select(engine, stmt, conn.connection.driver_connection)
+    key = id(engine.pool)
+    if key not in _ADBC_CONN:
+        _ADBC_CONN.clear()
+        _ADBC_CONN[key] = adbc.connect(adbc_uri(engine))
+    conn = _ADBC_CONN[key]
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+    conn.rollback()
+    names = [c.name for c in stmt.selected_columns]
+    df = pl.from_arrow(table).select(pl.col(n).cast(USAGE_SCHEMA[n]) for n in names)
+    return sort_by_keys(df, [c for c in names if c not in (QUANTITY_MICROS, EVENTS)])
+
+
+def _adbc_connect_cost(engine) -> float | None:
+    try:
+        import adbc_driver_postgresql.dbapi as adbc
+    except ImportError:
+        return None
+    from queries.usage import adbc_uri
+
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        conn = adbc.connect(adbc_uri(engine))
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        times.append(time.perf_counter() - t0)
+        conn.close()
+    return statistics.median(times)
 
 
 def read_rows(engine, group_by):
@@ -166,8 +240,9 @@ def read_copy_csv(engine, group_by):
     return df.select(exprs).sort([c for c in names if c not in (QUANTITY_MICROS, EVENTS)])
 
 
-READERS = {"load_usage": read_load_usage, "sqlalchemy_rows": read_rows, "pandas_read_sql": read_pandas,
-           "copy_csv": read_copy_csv}
+READERS = {"load_usage": read_load_usage, "load_usage_copy": read_load_usage_copy,
+           "sqlalchemy_rows": read_rows, "pandas_read_sql": read_pandas, "copy_csv": read_copy_csv,
+           "adbc": read_adbc}
 
 
 def _fill(engine, rows: int) -> None:
