@@ -37,8 +37,6 @@ ORGS_SETTING = "metering.orgs"
 ALL_ORGS_SETTING = "metering.all_orgs"
 SCOPE_OPTION = "metering_orgs"
 ALL_ORGS = "*all*"  # the execution-option value for "every org" (cannot be an org slug)
-# execution option carrying make_engine's statement_timeout_ms (for reads outside SQLAlchemy: ADBC)
-TIMEOUT_OPTION = "metering_statement_timeout_ms"
 
 # how often (SQLite VM instructions) the statement-timeout check runs
 _SQLITE_PROGRESS_STEPS = 100_000
@@ -106,8 +104,6 @@ def make_engine(url: str | None = None, *, statement_timeout_ms: int | None = No
             connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         sa.event.listen(engine, "begin", _apply_org_scope)
-        if statement_timeout_ms:
-            engine.update_execution_options(**{TIMEOUT_OPTION: int(statement_timeout_ms)})
     sa.event.listen(engine, "handle_error", _fault_translator(statement_timeout_ms))
     return engine
 

@@ -3,17 +3,15 @@
 Every function takes ``orgs``, the set of orgs the caller may see; an empty set reads nothing.
 Filters and group-by columns come from whitelists (metering.domain), values are bound.
 
-PostgreSQL reads of ``load_usage`` go through ADBC (``adbc-driver-postgresql``: PostgreSQL's
-binary COPY straight into Arrow) when it is importable, else through ``COPY ... (FORMAT csv)``
-parsed by Polars; ``METERING_PG_READ=adbc|copy`` forces one.
+PostgreSQL reads of ``load_usage`` run as ``COPY (<SELECT>) TO STDOUT (FORMAT csv)`` on the
+engine's own psycopg connection (inside a SQLAlchemy transaction, so the org scope, the
+statement timeout and the fault translation are the engine's), parsed by Polars. Why this and
+not an Arrow driver (measured equal, not adopted): docs/performance.md, "PostgreSQL -> Polars".
 """
 
 from __future__ import annotations
 
 import io
-import os
-import threading
-import weakref
 from collections.abc import Collection, Sequence
 from datetime import date
 
@@ -99,18 +97,14 @@ def load_usage(
 
     The frame has the USAGE_SCHEMA dtypes of its columns and is sorted by every key column (all
     but quantity_micros and events), the same on both databases. On PostgreSQL the SELECT (its
-    parameters rendered by psycopg) runs through ADBC, which reads it by binary COPY into Arrow,
-    in a transaction carrying the engine's org scope and statement timeout; without ADBC (or
-    with ``METERING_PG_READ=copy``) it runs as ``COPY (...) TO STDOUT (FORMAT csv)`` and Polars
-    parses the CSV. Either way no Python object per row. On SQLite the rows come through
-    SQLAlchemy.
+    parameters rendered by psycopg) runs as ``COPY (...) TO STDOUT (FORMAT csv)`` in a
+    transaction carrying the engine's org scope and statement timeout, and Polars parses the CSV
+    (no Python object per row). On SQLite the rows come through SQLAlchemy.
     """
     stmt = usage_select(orgs, start, end, filters, group_by)
     names = [c.name for c in stmt.selected_columns]
     schema = {n: USAGE_SCHEMA[n] for n in names}
     if engine.dialect.name == "postgresql":
-        if pg_read_path() == "adbc":
-            return _load_by_adbc(engine, stmt, schema, aggregate=group_by is not None)
         return _load_by_copy(engine, stmt, schema, aggregate=group_by is not None)
     with engine.connect() as conn:
         rows = conn.execute(stmt).fetchall()
@@ -176,236 +170,6 @@ def _load_by_copy(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataT
     df = pl.read_csv(buf, has_header=False, schema=text_schema, quote_char='"')
     df = df.with_columns(pl.col(n) == "t" for n, dtype in schema.items() if dtype == pl.Boolean())
     return sort_by_keys(df, [c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
-
-
-# ---------------------------------------------------------------------------------------------
-# PostgreSQL through ADBC (Arrow from PostgreSQL's binary COPY)
-
-READ_PATH_ENV = "METERING_PG_READ"
-_READ_PATHS = ("adbc", "copy")
-ADBC_APPLICATION_NAME = "metering-adbc"
-ADBC_MAX_IDLE = 4  # idle ADBC connections kept per engine pool (a connect costs ~80 ms locally)
-
-
-def _adbc_dbapi():
-    """``adbc_driver_postgresql.dbapi``, or None when it is not installed."""
-    try:
-        import adbc_driver_postgresql.dbapi as dbapi
-    except ImportError:
-        return None
-    return dbapi
-
-
-def pg_read_path() -> str:
-    """``"adbc"`` or ``"copy"``: ``METERING_PG_READ`` if set, else ADBC when importable."""
-    forced = os.environ.get(READ_PATH_ENV, "").strip().lower()
-    if forced and forced not in _READ_PATHS:
-        raise ValueError(f"{READ_PATH_ENV} must be one of {', '.join(_READ_PATHS)}, not {forced!r}")
-    if forced == "adbc" and _adbc_dbapi() is None:
-        raise RuntimeError(f"{READ_PATH_ENV}=adbc but adbc-driver-postgresql is not installed "
-                           "(pip install -r requirements.txt, or set it to copy)")
-    if forced:
-        return forced
-    return "adbc" if _adbc_dbapi() is not None else "copy"
-
-
-class _AdbcPool:
-    """A small thread-safe pool of ADBC connections for one SQLAlchemy pool (same URL).
-
-    Connections are made on demand; at most ``max_idle`` are kept between reads, the rest
-    closed. Every read runs in its own transaction, rolled back at the end, so nothing
-    (scope, timeout) stays on a pooled connection."""
-
-    def __init__(self, uri: str, owner: sa.Engine, max_idle: int = ADBC_MAX_IDLE):
-        self.uri = uri
-        self.owner = weakref.ref(owner)  # the base engine, whose dispose() closes this pool
-        self._max_idle = max_idle
-        self._idle: list = []
-        self._lock = threading.Lock()
-        self.connects = 0
-
-    def get(self, *, fresh: bool = False):
-        """(connection, reused): an idle one unless ``fresh``, else a new connection."""
-        if not fresh:
-            with self._lock:
-                if self._idle:
-                    return self._idle.pop(), True
-        conn = _adbc_dbapi().connect(self.uri)
-        with self._lock:
-            self.connects += 1
-        return conn, False
-
-    def put(self, conn) -> None:
-        with self._lock:
-            if len(self._idle) < self._max_idle:
-                self._idle.append(conn)
-                return
-        _close_quietly(conn)
-
-    def idle_count(self) -> int:
-        with self._lock:
-            return len(self._idle)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            _close_quietly(conn)
-
-
-def _close_quietly(conn) -> None:
-    try:
-        conn.close()
-    except Exception:  # noqa: BLE001 - a dead connection cannot be closed cleanly; it is gone anyway
-        pass
-
-
-_ADBC_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SQLAlchemy Pool -> _AdbcPool
-_ADBC_POOLS_LOCK = threading.Lock()
-
-
-def adbc_pool(engine: sa.Engine) -> _AdbcPool:
-    """The ADBC connections that go with ``engine``'s SQLAlchemy pool (shared by every
-    ``scoped_engine`` of it). ``engine.dispose()`` closes them, so does the garbage collection
-    of the SQLAlchemy pool."""
-    key = engine.pool
-    with _ADBC_POOLS_LOCK:
-        pool = _ADBC_POOLS.get(key)
-        if pool is None:
-            base = _base_engine(engine)
-            pool = _ADBC_POOLS[key] = _AdbcPool(adbc_uri(engine), base)
-            weakref.finalize(key, pool.close)
-            if not sa.event.contains(base, "engine_disposed", _on_engine_disposed):
-                sa.event.listen(base, "engine_disposed", _on_engine_disposed)
-        return pool
-
-
-def _base_engine(engine: sa.Engine) -> sa.Engine:
-    while isinstance(getattr(engine, "_proxied", None), sa.Engine):  # OptionEngine (scoped_engine)
-        engine = engine._proxied
-    return engine
-
-
-def _on_engine_disposed(engine: sa.Engine) -> None:
-    """``Engine.dispose()`` replaced the SQLAlchemy pool: close the ADBC pools of the old one."""
-    with _ADBC_POOLS_LOCK:
-        stale = [(k, p) for k, p in _ADBC_POOLS.items() if p.owner() is engine and k is not engine.pool]
-        for k, _ in stale:
-            del _ADBC_POOLS[k]
-    for _, pool in stale:
-        pool.close()
-
-
-def adbc_uri(engine: sa.Engine) -> str:
-    """The libpq URI for ADBC: the engine's URL (its password included: it is never shown) with
-    the same connect timeout and UTF-8 client encoding (the text the SELECT's literals are in)."""
-    url = engine.url
-    query = {**url.query, "connect_timeout": "5", "client_encoding": "UTF8",
-             "application_name": ADBC_APPLICATION_NAME}
-    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
-
-
-def _load_by_adbc(engine: sa.Engine, stmt: sa.Select, schema: dict[str, pl.DataType], *,
-                  aggregate: bool = False) -> pl.DataFrame:
-    from queries.engine import SCOPE_OPTION, TIMEOUT_OPTION
-
-    # the parameters rendered by psycopg on a pooled SQLAlchemy connection (released at once): a
-    # parameter-free SELECT is what ADBC reads by binary COPY (with bound parameters it runs a
-    # prepared statement and buffers the whole result in libpq: ~2x the peak memory, measured)
-    with engine.connect() as conn:
-        sql = literal_select(engine, stmt, conn.connection.driver_connection)
-    options = engine.get_execution_options()
-    timeout = options.get(TIMEOUT_OPTION)
-    settings = _transaction_settings(options.get(SCOPE_OPTION), timeout)
-    if aggregate:
-        settings.append(("work_mem", AGGREGATE_WORK_MEM))
-    pool = adbc_pool(engine)
-    fresh = False
-    while True:
-        try:
-            conn, reused = pool.get(fresh=fresh)
-        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-            fault = _adbc_fault(engine, exc, timeout)
-            if fault is exc:
-                raise
-            raise fault from exc
-        try:
-            table = _adbc_read(conn, sql, settings)
-        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-            _close_quietly(conn)
-            if reused and _adbc_disconnected(exc):
-                fresh = True  # a pooled connection the server dropped: once more on a new one
-                continue
-            fault = _adbc_fault(engine, exc, timeout)
-            if fault is exc:
-                raise
-            raise fault from exc
-        pool.put(conn)
-        break
-    df = pl.from_arrow(table)
-    if df.schema != pl.Schema(schema):
-        df = df.select(pl.col(n).cast(dtype, strict=True) for n, dtype in schema.items())
-    return sort_by_keys(df, [c for c in schema if c not in (QUANTITY_MICROS, EVENTS)])
-
-
-def _transaction_settings(scope: str | None, timeout_ms: int | None) -> list[tuple[str, str]]:
-    """(setting, value) pairs set transaction-locally (``set_config(..., true)`` = ``SET LOCAL``)
-    before the SELECT: the org scope exactly as queries.engine._apply_org_scope sets it for
-    SQLAlchemy transactions, and the engine's statement timeout."""
-    from queries.engine import ALL_ORGS, ALL_ORGS_SETTING, ORGS_SETTING
-
-    out = []
-    if scope is not None:
-        every = scope == ALL_ORGS
-        out += [(ORGS_SETTING, "" if every else scope), (ALL_ORGS_SETTING, "on" if every else "off")]
-    if timeout_ms:
-        out.append(("statement_timeout", str(int(timeout_ms))))
-    return out
-
-
-def _adbc_read(conn, sql: str, settings: list[tuple[str, str]]):
-    """One transaction: the settings (bound parameters), the SELECT into Arrow, rollback."""
-    with conn.cursor() as cur:
-        if settings:
-            calls = ", ".join(f"set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(len(settings)))
-            cur.execute(f"SELECT {calls}", parameters=[v for pair in settings for v in pair])
-            cur.fetchall()
-        cur.execute(sql)
-        table = cur.fetch_arrow_table()
-    conn.rollback()  # a read: ends the transaction and its SET LOCALs
-    return table
-
-
-def _adbc_disconnected(exc: BaseException) -> bool:
-    import adbc_driver_manager
-
-    state = getattr(exc, "sqlstate", None) or ""
-    if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
-        return True
-    return (not state and isinstance(exc, adbc_driver_manager.Error)
-            and getattr(exc, "status_code", None) == adbc_driver_manager.AdbcStatusCode.IO)
-
-
-def _adbc_fault(engine: sa.Engine, exc: Exception, timeout_ms: int | None) -> Exception:
-    """The same translation psycopg errors get (queries.engine.classify_fault), by SQLSTATE; the
-    ADBC error itself when it is none of timeout / permission / unavailable."""
-    import psycopg
-
-    from queries.engine import classify_fault, safe_url
-
-    state = getattr(exc, "sqlstate", None)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        as_psycopg = psycopg.errors.lookup(state)(text) if state else psycopg.OperationalError(text)
-    except KeyError:
-        as_psycopg = psycopg.DatabaseError(text)
-    disconnected = _adbc_disconnected(exc)
-    if not state and not disconnected:
-        return exc
-    fault = classify_fault(as_psycopg, "postgresql", disconnected,
-                           f"{int(timeout_ms)} ms" if timeout_ms else None,
-                           f"PostgreSQL at {safe_url(engine.url)}")
-    return exc if fault is None else fault
 
 
 def _copy_fault(engine: sa.Engine, raw, exc: Exception) -> Exception | None:
@@ -542,4 +306,4 @@ def usage_bounds(engine: sa.Engine, orgs: Collection[str]) -> tuple[date | None,
     return lo, hi
 
 
-__all__ = ["DAY", "UnscopedQuery", "load_usage", "pg_read_path", "usage_bounds", "usage_select"]
+__all__ = ["DAY", "UnscopedQuery", "load_usage", "usage_bounds", "usage_select"]

@@ -1,22 +1,21 @@
-"""queries.usage.load_usage: the same frame on SQLite (SQLAlchemy rows) and PostgreSQL by both
-of its paths (ADBC: Arrow from binary COPY; COPY ... TO STDOUT as CSV, parsed by Polars): dtypes,
-sort order, filters, group-by, empty results and awkward text (quotes, commas, newlines,
-unicode, empty strings, SQL-looking values). The ADBC path also keeps the org scope (row-level
-security), the statement timeout, fault translation and its connection pool.
+"""queries.usage.load_usage: the same frame on SQLite (SQLAlchemy rows) and PostgreSQL (COPY ...
+TO STDOUT as CSV, parsed by Polars): dtypes, sort order, filters, group-by, empty results and
+awkward text (quotes, commas, newlines, unicode, empty strings, SQL-looking values). The
+PostgreSQL read also keeps the org scope (row-level security), the statement timeout, fault
+translation, and leaves no setting (work_mem) on the pooled connection.
 
 The expected frames are computed here in plain Python from the inserted rows (filter, group,
 sort by the key columns), independently of every read path."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import defaultdict
 from datetime import date, timedelta
 
-import adbc_driver_manager
 import polars as pl
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -31,39 +30,10 @@ from queries.engine import (
     upgrade,
 )
 from queries.roles import setup_roles
-from queries.usage import UnscopedQuery, adbc_pool, copy_statement, load_usage, pg_read_path, usage_select
+from queries.usage import UnscopedQuery, copy_statement, load_usage, usage_select
 from tests.billing_helpers import insert_usage, row
 from tests.conftest import _truncate
 from tests.test_pg_roles import _seed_two_orgs, fresh, roles  # noqa: F401 - fixtures used below
-
-PATHS = ("adbc", "copy")
-
-
-def _force_path(monkeypatch, path: str) -> None:
-    """METERING_PG_READ=path, and the other PostgreSQL path fails if it is ever taken."""
-    monkeypatch.setenv("METERING_PG_READ", path)
-    other = "_load_by_copy" if path == "adbc" else "_load_by_adbc"
-
-    def _not_this_path(*args, **kwargs):
-        raise AssertionError(f"{other} ran although METERING_PG_READ={path}")
-
-    monkeypatch.setattr(usage, other, _not_this_path)
-
-
-@pytest.fixture(params=["sqlite", "postgresql-adbc", "postgresql-copy"])
-def engine(request, tmp_path, monkeypatch):
-    """A migrated, empty database: SQLite, or PostgreSQL read through ADBC or through COPY CSV
-    (overrides conftest's engine: every PostgreSQL case runs through both paths)."""
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'metering.db'}")
-        upgrade(eng)
-        yield eng
-        eng.dispose()
-    else:
-        _force_path(monkeypatch, request.param.split("-")[1])
-        eng = request.getfixturevalue("pg_engine")
-        _truncate(eng)
-        yield eng
 
 KEYS = [c for c in USAGE_SCHEMA if c not in ("quantity_micros", "events")]
 ORGS = ["o'hara & sons", 'bürö "zwei", gmbh', "acme"]
@@ -153,11 +123,9 @@ def test_load_usage_matches_an_independent_computation(engine, kw, label):
         assert got.schema == pl.Schema(USAGE_SCHEMA)
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_sqlite_and_postgresql_frames_are_identical(pg_engine, tmp_path, monkeypatch, path):
+def test_sqlite_and_postgresql_frames_are_identical(pg_engine, tmp_path):
     sqlite = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     upgrade(sqlite)
-    _force_path(monkeypatch, path)
     try:
         _truncate(pg_engine)
         for eng in (sqlite, pg_engine):
@@ -171,164 +139,53 @@ def test_sqlite_and_postgresql_frames_are_identical(pg_engine, tmp_path, monkeyp
         sqlite.dispose()
 
 
-def test_adbc_and_copy_frames_are_identical(pg_engine):
-    _truncate(pg_engine)
-    insert_usage(pg_engine, ROWS)
-    for kw, label in CASES:
-        stmt = usage_select(kw["orgs"], kw.get("start"), kw.get("end"), kw.get("filters"), kw.get("group_by"))
-        schema = {c.name: USAGE_SCHEMA[c.name] for c in stmt.selected_columns}
-        a = usage._load_by_adbc(pg_engine, stmt, schema)
-        b = usage._load_by_copy(pg_engine, stmt, schema)
-        assert a.schema == b.schema == pl.Schema(schema), label
-        assert a.equals(b) and a.equals(_expected(**kw)), label
-
-
-def test_aggregate_sums_stay_exact_beyond_float(pg_engine, monkeypatch):
+def test_aggregate_sums_stay_exact_beyond_float(pg_engine):
     """SUM(bigint) is numeric in PostgreSQL; the frame has exact Int64 sums, not floats."""
     _truncate(pg_engine)
     big = 2**53 + 1  # not representable as a float64
     rows = [row(org="acme", project="p", day=date(2026, 3, 1), quantity=0, events=big),
             row(org="acme", project="p", day=date(2026, 3, 2), quantity=0, events=2)]
     insert_usage(pg_engine, rows)
-    for path in PATHS:
-        _force_path(monkeypatch, path)
-        got = load_usage(pg_engine, ["acme"], group_by=["project"])
-        assert got.schema["events"] == pl.Int64, path
-        assert got["events"].to_list() == [2**53 + 3], path
-        monkeypatch.undo()
+    got = load_usage(pg_engine, ["acme"], group_by=["project"])
+    assert got.schema["events"] == pl.Int64
+    assert got["events"].to_list() == [2**53 + 3]  # exact: no float64 holds 2**53 + 3
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_aggregate_reads_set_work_mem_for_their_transaction_only(pg_engine, monkeypatch, path):
-    _force_path(monkeypatch, path)
-    _truncate(pg_engine)
-    insert_usage(pg_engine, ROWS)
-    monkeypatch.setattr(usage, "AGGREGATE_WORK_MEM", "10")  # 10 kB: below PostgreSQL's minimum of 64
-    with pytest.raises(Exception, match="10 kB is outside the valid range for parameter \"work_mem\""):
-        load_usage(pg_engine, ORGS, group_by=["project"])
-    assert load_usage(pg_engine, ORGS).equals(_expected(ORGS))  # raw reads do not set it
-    monkeypatch.setattr(usage, "AGGREGATE_WORK_MEM", "64MB")
-    assert load_usage(pg_engine, ORGS, group_by=["project"]).equals(_expected(ORGS, group_by=["project"]))
-    conn, _ = adbc_pool(pg_engine).get()
-    with conn.cursor() as cur:  # nothing left on the pooled connection
-        cur.execute("SELECT current_setting('work_mem')")
-        assert cur.fetchone()[0] == "4MB"
-    conn.rollback()
-    adbc_pool(pg_engine).put(conn)
-
-
-# --- choosing the path ----------------------------------------------------------------------
-
-
-def test_read_path_env_and_fallback_without_adbc(pg_engine, monkeypatch):
-    _truncate(pg_engine)
-    insert_usage(pg_engine, ROWS)
-    want = _expected([ORGS[0]])
-    monkeypatch.delenv("METERING_PG_READ", raising=False)
-    assert pg_read_path() == "adbc"  # installed (requirements.txt): the default
-    monkeypatch.setenv("METERING_PG_READ", "ODBC")
-    with pytest.raises(ValueError, match="METERING_PG_READ must be one of adbc, copy, not 'odbc'"):
-        load_usage(pg_engine, [ORGS[0]])
-    # adbc not importable: the COPY CSV path, same frame; forcing adbc is a clear error
-    monkeypatch.setitem(sys.modules, "adbc_driver_postgresql.dbapi", None)
-    monkeypatch.delenv("METERING_PG_READ")
-    assert pg_read_path() == "copy"
-    calls = []
-    real_copy = usage._load_by_copy
-    monkeypatch.setattr(usage, "_load_by_copy", lambda *a, **kw: calls.append(1) or real_copy(*a, **kw))
-    assert load_usage(pg_engine, [ORGS[0]]).equals(want)
-    assert calls == [1]
-    monkeypatch.setenv("METERING_PG_READ", "adbc")
-    with pytest.raises(RuntimeError, match="METERING_PG_READ=adbc but adbc-driver-postgresql is not"):
-        load_usage(pg_engine, [ORGS[0]])
-    monkeypatch.setenv("METERING_PG_READ", " Copy ")
-    assert load_usage(pg_engine, [ORGS[0]]).equals(want)
-    assert calls == [1, 1]
-
-
-# --- the ADBC path: connections, scope, timeout, faults -------------------------------------
-
-
-def _adbc_engine(pg_engine, **kw) -> sa.Engine:
+def _own_engine(pg_engine, **kw) -> sa.Engine:
+    """A new engine on the test database: its pool holds only the connections this test makes."""
     return make_engine(pg_engine.url.render_as_string(hide_password=False), **kw)
 
 
-def _backend_pid(adbc_conn) -> int:
-    with adbc_conn.cursor() as cur:
-        cur.execute("SELECT pg_backend_pid()")
-        pid = cur.fetchone()[0]
-    adbc_conn.rollback()
-    return pid
+def _setting_and_pid(eng: sa.Engine, name: str) -> tuple[str, int]:
+    with eng.connect() as conn:
+        return tuple(conn.execute(sa.text("SELECT current_setting(:n), pg_backend_pid()"), {"n": name}).one())
 
 
-def _alive(pg_engine, pid: int) -> bool:
-    with pg_engine.connect() as conn:
-        return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"),
-                            {"p": pid}).scalar_one() == 1
-
-
-def test_adbc_connections_are_pooled_reconnected_and_closed_on_dispose(pg_engine, monkeypatch):
-    _force_path(monkeypatch, "adbc")
+def test_aggregate_reads_set_work_mem_for_their_transaction_only(pg_engine, monkeypatch):
     _truncate(pg_engine)
     insert_usage(pg_engine, ROWS)
-    eng = _adbc_engine(pg_engine)
+    eng = _own_engine(pg_engine)
     try:
-        want = _expected(ORGS)
-        for _ in range(3):
-            assert load_usage(eng, ORGS).equals(want)
-        assert load_usage(scoped_engine(eng, {"acme"}), ["acme"]).equals(_expected(["acme"]))
-        pool = adbc_pool(eng)
-        assert adbc_pool(scoped_engine(eng, None)) is pool  # scoped engines share it
-        assert (pool.connects, pool.idle_count()) == (1, 1)
-        # the server drops the idle connection: the next read reconnects once, transparently
-        conn, _ = pool.get()
-        pid = _backend_pid(conn)
-        pool.put(conn)
-        with pg_engine.connect() as admin:
-            assert admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
-        time.sleep(0.1)
-        assert load_usage(eng, ORGS).equals(want)
-        assert (pool.connects, pool.idle_count()) == (2, 1)
-        # threads (Streamlit sessions) read at once: each gets its own connection, same frames
-        errors, frames = [], []
-
-        def _read():
-            try:
-                for _ in range(3):
-                    frames.append(load_usage(eng, ORGS))
-            except Exception as exc:  # noqa: BLE001 - reported by the assert below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=_read) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == [] and len(frames) == 12 and all(f.equals(want) for f in frames)
-        assert pool.connects <= 2 + 4 and pool.idle_count() <= usage.ADBC_MAX_IDLE
-        conn, _ = pool.get()
-        pid = _backend_pid(conn)
-        pool.put(conn)
-        assert _alive(pg_engine, pid)
-        eng.dispose()  # closes the ADBC connections too
-        assert pool.idle_count() == 0
-        deadline = time.monotonic() + 5
-        while _alive(pg_engine, pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(pg_engine, pid)
-        assert load_usage(eng, ORGS).equals(want)  # usable after dispose: a new ADBC pool
-        assert adbc_pool(eng) is not pool
+        before, pid = _setting_and_pid(eng, "work_mem")  # the pool's one connection
+        assert before != usage.AGGREGATE_WORK_MEM
+        monkeypatch.setattr(usage, "AGGREGATE_WORK_MEM", "10")  # 10 kB: below PostgreSQL's minimum of 64
+        with pytest.raises(Exception, match="10 kB is outside the valid range for parameter \"work_mem\""):
+            load_usage(eng, ORGS, group_by=["project"])
+        assert load_usage(eng, ORGS).equals(_expected(ORGS))  # raw reads do not set it
+        monkeypatch.setattr(usage, "AGGREGATE_WORK_MEM", "64MB")
+        assert load_usage(eng, ORGS, group_by=["project"]).equals(_expected(ORGS, group_by=["project"]))
+        # the aggregate ran on the pool's only connection, and nothing was left on it
+        assert eng.pool.checkedin() == 1
+        assert _setting_and_pid(eng, "work_mem") == (before, pid)
     finally:
         eng.dispose()
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_statement_timeout_raises_database_timeout(pg_engine, monkeypatch, path):
-    """A SELECT waiting on a lock past the engine's statement timeout is canceled by PostgreSQL."""
-    _force_path(monkeypatch, path)
+def test_statement_timeout_raises_database_timeout(pg_engine):
+    """A COPY waiting on a lock past the engine's statement timeout is canceled by PostgreSQL."""
     _truncate(pg_engine)
     insert_usage(pg_engine, ROWS)
-    eng = _adbc_engine(pg_engine, statement_timeout_ms=100)
+    eng = _own_engine(pg_engine, statement_timeout_ms=100)
     try:
         locker = pg_engine.raw_connection()
         # if the timeout were not applied the read would wait for the lock: release it after 5 s
@@ -346,69 +203,45 @@ def test_statement_timeout_raises_database_timeout(pg_engine, monkeypatch, path)
             locker.close()
         assert "query canceled by the statement timeout (100 ms) on PostgreSQL at" in str(info.value)
         assert "canceling statement due to statement timeout" in str(info.value)
-        if path == "adbc":
-            assert isinstance(info.value.__cause__, adbc_driver_manager.OperationalError)
-        # the engine (and its pooled connections) still read, the timeout did not stick
+        assert isinstance(info.value.__cause__, psycopg.errors.QueryCanceled)
+        # the engine (and its pooled connection) still reads after the canceled COPY
         assert load_usage(eng, ORGS).equals(_expected(ORGS))
-        if path == "adbc":  # the pooled connection has no timeout left outside load_usage's transaction
-            conn, _ = adbc_pool(eng).get()
-            with conn.cursor() as cur:
-                cur.execute("SELECT current_setting('statement_timeout')")
-                assert cur.fetchone()[0] == "0"
-            conn.rollback()
-            adbc_pool(eng).put(conn)
     finally:
         eng.dispose()
 
 
-def test_adbc_connect_failure_is_unavailable_without_password(pg_engine, monkeypatch):
+def test_unreachable_postgresql_is_unavailable_without_password():
     import socket
 
-    _force_path(monkeypatch, "adbc")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    eng = _adbc_engine(pg_engine)
-    monkeypatch.setattr(usage, "adbc_uri",
-                        lambda engine: f"postgresql://metering:s3cret-pw@127.0.0.1:{port}/billing")
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    eng = make_engine(f"postgresql://metering:s3cret-pw@127.0.0.1:{port}/billing")
     try:
         with pytest.raises(DatabaseUnavailable) as info:
             load_usage(eng, ORGS)
         msg = str(info.value)
         assert not isinstance(info.value, DatabaseTimeout)
         assert "s3cret-pw" not in msg and "is unavailable" in msg and "refused" in msg.lower()
-        assert msg.startswith("PostgreSQL at postgresql+psycopg://postgres@127.0.0.1")
+        assert msg.startswith(f"PostgreSQL at postgresql+psycopg://metering:***@127.0.0.1:{port}/billing")
     finally:
         eng.dispose()
 
 
-def test_adbc_uri_keeps_the_url_and_adds_timeout_and_encoding():
-    eng = make_engine("postgresql://u:p%40ss@db.example:6543/billing?sslmode=require")
-    uri = usage.adbc_uri(eng)
-    parsed = sa.make_url(uri)
-    assert parsed.drivername == "postgresql" and parsed.password == "p@ss"
-    assert (parsed.host, parsed.port, parsed.database) == ("db.example", 6543, "billing")
-    assert dict(parsed.query) == {"sslmode": "require", "connect_timeout": "5", "client_encoding": "UTF8",
-                                  "application_name": "metering-adbc"}
-    eng.dispose()
-
-
-def test_adbc_read_keeps_row_level_security_scope(pg_engine, fresh, monkeypatch):  # noqa: F811
-    _force_path(monkeypatch, "adbc")
+def test_read_keeps_row_level_security_scope(pg_engine, fresh):  # noqa: F811
     _seed_two_orgs(pg_engine)  # org-a: 1+2+3, org-b: 1+2+3+4 lookups on 2026-03-10
     setup_roles(pg_engine, reader=fresh["reader"], writer=fresh["writer"], rls=True)
     reader = fresh["reader_engine"]
     both = ["org-a", "org-b"]
     only_a = load_usage(scoped_engine(reader, {"org-a"}), both)
     assert only_a["org"].to_list() == ["org-a"] and only_a["quantity_micros"].to_list() == [6 * 10**6]
-    # no scope on the next read of the same pooled ADBC connection: nothing (fail closed)
+    # no scope on the next read of the same pooled connection: nothing (fail closed)
     assert load_usage(reader, both).height == 0
     every = load_usage(scoped_engine(reader, None), both, group_by=[])
     assert every.rows() == [("org-a", 6 * 10**6, 3), ("org-b", 10 * 10**6, 4)]
     assert load_usage(scoped_engine(reader, set()), both).height == 0
     only_b = load_usage(scoped_engine(reader, {"org-b"}), both, group_by=[])
     assert only_b.rows() == [("org-b", 10 * 10**6, 4)]
-    assert adbc_pool(reader).connects == 1
     # a reader without SELECT: DatabasePermissionDenied, as on the SQLAlchemy path
     with pg_engine.begin() as conn:
         conn.exec_driver_sql(f'REVOKE SELECT ON usage_daily FROM "{fresh["reader"]}"')
