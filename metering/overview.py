@@ -12,6 +12,7 @@ a sum of ``parts``, which sum exactly to the invoice total.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -70,10 +71,12 @@ def billing_overview(
 ) -> BillingOverview:
     """Invoice, allocation, comparison and projection for the org's period (see module doc).
 
-    ``usage_history`` is read once: the org's rows of the two windows (the period through
-    ``today``, the comparison window) are sliced in one pass and only those slices go to the
-    invoice and the allocation. The projection gets the history (its backtest needs the
-    earlier periods).
+    Only the org's rows of the two windows (the period through ``today``, the comparison
+    window) go to the invoice and the allocation: a binary search of ``usage_history``'s day
+    column when it is sorted (``queries.usage.load_usage`` sorts by day first), a filter
+    otherwise. The two periods (window, invoice, allocation) run at the same time on two threads
+    (Polars and NumPy release the GIL); each period's result does not depend on the other. The
+    projection gets the history (its backtest needs the earlier periods).
     """
     start, end = period_bounds(period)
     is_open = start <= today <= end
@@ -89,16 +92,14 @@ def billing_overview(
     prev_card = card if previous_card is None else previous_card
     prev_as_of = _midnight(c_end) if like_for_like else None
 
-    in_current = pl.col(DAY).is_between(start, through)
-    in_previous = pl.col(DAY).is_between(c_start, usage_through(compare_period, prev_as_of))
-    # the day test first (cheap on a Date column), the org's string test on the few rows left
-    windows = usage_history.filter(in_current | in_previous).filter(pl.col(ORG) == org)
-    current_usage, previous_usage = windows.filter(in_current), windows.filter(in_previous)
-    invoice = build_invoice(current_usage, card, org, period, as_of_dt)
-    parts = allocate_invoice(current_usage, invoice, card, ALLOCATION_DIMENSIONS)
-    previous = build_invoice(previous_usage, prev_card, org, compare_period, prev_as_of)
-    previous_parts = allocate_invoice(previous_usage, previous, prev_card, ALLOCATION_DIMENSIONS)
-
+    windows = ((start, through), (c_start, usage_through(compare_period, prev_as_of)))
+    jobs = (
+        (card, period, as_of_dt),
+        (prev_card, compare_period, prev_as_of),
+    )
+    (current_usage, invoice, parts), (_, previous, previous_parts) = _run_both(
+        lambda i: _period_pipeline(_window(usage_history, org, *windows[i]), org, *jobs[i])
+    )
     projection = None
     if is_open and with_projection:
         from metering.forecast import project_invoice
@@ -112,6 +113,38 @@ def billing_overview(
         usage=current_usage,
         projection=projection,
     )
+
+
+def _window(usage: pl.DataFrame, org: str, first: date, last: date) -> pl.DataFrame:
+    """The org's rows of ``usage`` with ``first <= day <= last``, in the frame's row order.
+
+    A day column sorted ascending without nulls (checked: one linear pass, ~1 ms per 10M rows,
+    or the Polars sorted flag) is cut by binary search: a zero-copy slice, then the org test on
+    the slice alone. Otherwise the day test runs over the frame (cheap on a Date column) and the
+    org's string test on the rows left.
+    """
+    day = usage[DAY]
+    if day.null_count() == 0 and day.is_sorted():
+        lo = day.search_sorted(first, side="left")
+        hi = day.search_sorted(last, side="right")
+        rows = usage.slice(lo, max(hi - lo, 0))
+    else:
+        rows = usage.filter(pl.col(DAY).is_between(first, last))
+    return rows.filter(pl.col(ORG) == org)
+
+
+def _period_pipeline(usage: pl.DataFrame, org: str, card, period: str, as_of: datetime | None):
+    """(usage, invoice, parts) of one period from its window's rows."""
+    invoice = build_invoice(usage, card, org, period, as_of)
+    return usage, invoice, allocate_invoice(usage, invoice, card, ALLOCATION_DIMENSIONS)
+
+
+def _run_both(fn):
+    """(fn(0), fn(1)), the second on a worker thread while the first runs on this one."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="overview") as pool:
+        second = pool.submit(fn, 1)
+        first = fn(0)
+        return first, second.result()
 
 
 def slice_frame(frame: pl.DataFrame, filters: Mapping[str, Sequence[str]] | None) -> pl.DataFrame:
