@@ -19,11 +19,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from math import lcm
 
+import numpy as np
 import polars as pl
 
 from metering.domain import DAY, DIMENSIONS, ENVIRONMENT, METER, QUANTITY_MICROS, QUANTITY_SCALE
 from metering.invoice import MINIMUM_COMMIT_PART, TRUE_UP, Invoice, eligible_usage
-from queries.usage import key_codes, sort_by_keys
+from queries.usage import _pack_keys, sort_by_keys
 
 AMOUNT_CENTS = "amount_cents"
 RATE_QUANTUM = Decimal("0.000001")  # effective unit rates are shown to a millionth of the currency
@@ -95,20 +96,29 @@ def _grouped_parts(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
     The rollup's keys have few distinct values, so they usually pack into one order-preserving
     UInt64 (``queries.usage.key_codes``): a group-by and a sort on that integer replace a
-    group-by and a sort on several string columns.
+    group-by and a sort on several string columns. The key columns of the result are decoded
+    from the sorted codes (each key's rank looked up in its few distinct values) rather than
+    carried through the group-by as ``first()`` of every key (a gather per column per group).
     """
-    codes = key_codes(rows, keys) if rows.height else None
-    if codes is None:
+    packed = _pack_keys(rows, keys) if rows.height else None
+    if packed is None:
         grouped = rows.group_by(keys).agg(pl.col(QUANTITY_MICROS).sum())
         return sort_by_keys(grouped, keys, nulls_last=True)
-    return (
-        rows.select(*keys, QUANTITY_MICROS)
-        .with_columns(pl.Series("_code", codes))
+    codes, widths, decoders = packed
+    summed = (
+        pl.DataFrame({"_code": codes, QUANTITY_MICROS: rows[QUANTITY_MICROS]})
         .group_by("_code")
-        .agg(*[pl.col(k).first() for k in keys], pl.col(QUANTITY_MICROS).sum())
+        .agg(pl.col(QUANTITY_MICROS).sum())
         .sort("_code")
-        .drop("_code")
     )
+    ordered = summed["_code"].to_numpy()
+    columns = []
+    shift = sum(widths)
+    for key, width, decode in zip(keys, widths, decoders, strict=True):
+        shift -= width
+        ranks = (ordered >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        columns.append(decode(ranks).alias(key))
+    return pl.DataFrame([*columns, summed[QUANTITY_MICROS]])
 
 
 def _allocate_lines(grouped: pl.DataFrame, lines, dims: list[str]) -> pl.DataFrame:
@@ -155,26 +165,26 @@ def _allocate_lines(grouped: pl.DataFrame, lines, dims: list[str]) -> pl.DataFra
                 f"{got} vs {ln.quantity_micros} quantity micros"
             )
         left.append(ln.amount_cents - floors)
-    extra = pl.Series("_extra", [0] * parts.height, dtype=pl.Int64)
+    extra = np.zeros(parts.height, dtype=np.int64)
     if any(left):
         # sum(_rem) = left * line quantity and each _rem < line quantity, so more than `left`
-        # parts have a positive remainder: parts with _rem = 0 never receive a cent
-        winners = (
-            parts.select("_line", "_rem")
-            .with_row_index("_i")
-            .with_columns(pl.col("_line").replace_strict(list(range(len(lines))), left,
-                                                         return_dtype=pl.Int64).alias("_left"))
-            .filter(pl.col("_left") > 0, pl.col("_rem") > 0)
-            .sort(["_line", "_rem", "_i"], descending=[False, True, False])
-            .filter(pl.int_range(pl.len()).over("_line") < pl.col("_left"))
-        )["_i"]
-        extra = extra.scatter(winners, 1)
+        # parts have a positive remainder: parts with _rem = 0 never receive a cent. Winners:
+        # the first `left` parts of each line ordered by (_rem descending, row number), one
+        # integer lexsort (row number as the last tie-break) instead of a multi-column sort
+        line = parts["_line"].to_numpy()
+        rem = parts["_rem"].to_numpy()
+        owed = np.asarray(left, dtype=np.int64)
+        cand = np.flatnonzero((owed[line] > 0) & (rem > 0))
+        order = cand[np.lexsort((cand, -rem[cand], line[cand]))]
+        ordered_line = line[order]
+        rank = np.arange(order.size) - np.searchsorted(ordered_line, ordered_line, side="left")
+        extra[order[rank < owed[ordered_line]]] = 1
     return parts.select(
         *[pl.col(d) for d in dims],
         pl.col(METER),
         pl.col(ENVIRONMENT),
         pl.col(QUANTITY_MICROS),
-        (pl.col("_floor") + extra).alias(AMOUNT_CENTS),
+        (pl.col("_floor") + pl.Series(extra)).alias(AMOUNT_CENTS),
     )
 
 

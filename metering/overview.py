@@ -74,7 +74,7 @@ def billing_overview(
     Only the org's rows of the two windows (the period through ``today``, the comparison
     window) go to the invoice and the allocation: a binary search of ``usage_history``'s day
     column when it is sorted (``queries.usage.load_usage`` sorts by day first), a filter
-    otherwise. The two periods (window, invoice, allocation) run at the same time on two threads
+    otherwise. The two periods (invoice, allocation) run at the same time on two threads
     (Polars and NumPy release the GIL); each period's result does not depend on the other. The
     projection gets the history (its backtest needs the earlier periods).
     """
@@ -97,8 +97,9 @@ def billing_overview(
         (card, period, as_of_dt),
         (prev_card, compare_period, prev_as_of),
     )
+    cuts = _windows(usage_history, org, windows)
     (current_usage, invoice, parts), (_, previous, previous_parts) = _run_both(
-        lambda i: _period_pipeline(_window(usage_history, org, *windows[i]), org, *jobs[i])
+        lambda i: _period_pipeline(cuts[i], org, *jobs[i])
     )
     projection = None
     if is_open and with_projection:
@@ -115,22 +116,28 @@ def billing_overview(
     )
 
 
-def _window(usage: pl.DataFrame, org: str, first: date, last: date) -> pl.DataFrame:
-    """The org's rows of ``usage`` with ``first <= day <= last``, in the frame's row order.
+def _windows(
+    usage: pl.DataFrame, org: str, windows: Sequence[tuple[date, date]]
+) -> list[pl.DataFrame]:
+    """The org's rows of ``usage`` in each (first, last) day window, in the frame's row order.
 
     A day column sorted ascending without nulls (checked: one linear pass, ~1 ms per 10M rows,
-    or the Polars sorted flag) is cut by binary search: a zero-copy slice, then the org test on
-    the slice alone. Otherwise the day test runs over the frame (cheap on a Date column) and the
-    org's string test on the rows left.
+    or the Polars sorted flag) is cut by binary search: zero-copy slices, then the org test on
+    the slices alone. Otherwise one filter over the frame keeps the rows of any window (the
+    day test first, cheap on a Date column; a filter of a 10M-row frame costs ~7 ms of CPU
+    per column, so it runs once, not once per window), then each window is cut from those rows.
     """
     day = usage[DAY]
     if day.null_count() == 0 and day.is_sorted():
-        lo = day.search_sorted(first, side="left")
-        hi = day.search_sorted(last, side="right")
-        rows = usage.slice(lo, max(hi - lo, 0))
-    else:
-        rows = usage.filter(pl.col(DAY).is_between(first, last))
-    return rows.filter(pl.col(ORG) == org)
+        cuts = []
+        for first, last in windows:
+            lo = day.search_sorted(first, side="left")
+            hi = day.search_sorted(last, side="right")
+            cuts.append(usage.slice(lo, max(hi - lo, 0)))
+        return [rows.filter(pl.col(ORG) == org) for rows in cuts]
+    tests = [pl.col(DAY).is_between(first, last) for first, last in windows]
+    rows = usage.filter(pl.any_horizontal(tests)).filter(pl.col(ORG) == org)
+    return [rows.filter(test) for test in tests]
 
 
 def _period_pipeline(usage: pl.DataFrame, org: str, card, period: str, as_of: datetime | None):

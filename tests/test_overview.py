@@ -15,7 +15,7 @@ import pytest
 from metering.allocate import allocate_invoice
 from metering.domain import DAY, USAGE_SCHEMA
 from metering.invoice import MINIMUM_COMMIT_PART, TRUE_UP, build_invoice
-from metering.overview import ALLOCATION_DIMENSIONS, _window, billing_overview
+from metering.overview import ALLOCATION_DIMENSIONS, _windows, billing_overview
 from metering.pricing import parse_rate_card
 from queries.usage import sort_by_keys
 from tests.billing_helpers import row
@@ -136,14 +136,16 @@ def test_true_up_part_in_both_periods():
 ])
 def test_window_equals_filter(order, first, last):
     frame = _frame(ROWS, order)
-    got = _window(frame, "cobalt-lending", first, last)
+    other = (date(2026, 10, 1), date(2026, 10, 15))
+    got, got_other = _windows(frame, "cobalt-lending", [(first, last), other])
     assert got.equals(_by_hand(frame, "cobalt-lending", first, last))
+    assert got_other.equals(_by_hand(frame, "cobalt-lending", *other))
 
 
 def test_window_with_null_days_uses_the_filter():
     """A null day (never from load_usage) is not 'sorted': the filter path, which drops it."""
     frame = _frame(ROWS, "sorted-no-flag")
     frame = pl.concat([frame.head(1).with_columns(pl.lit(None, pl.Date).alias(DAY)), frame])
-    got = _window(frame, "cobalt-lending", date(2026, 11, 1), date(2026, 11, 15))
+    [got] = _windows(frame, "cobalt-lending", [(date(2026, 11, 1), date(2026, 11, 15))])
     assert got.equals(_by_hand(frame.filter(pl.col(DAY).is_not_null()), "cobalt-lending",
                                date(2026, 11, 1), date(2026, 11, 15)))
