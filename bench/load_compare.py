@@ -20,7 +20,9 @@ installed): the bench's own read on one connection kept open (``execute`` of the
 psycopg-rendered SELECT, which ADBC reads by PostgreSQL's binary COPY, ``fetch_arrow_table``,
 ``pl.from_arrow``), with the same ``work_mem`` for aggregates and the same ``sort_by_keys`` as
 (a), so the two differ only in transfer and decode. Paths (b)-(e) are checked equal to (a), so
-quantities stay exact Int64 micro-units. rows/s = rows returned / wall seconds (median of N).
+quantities stay exact Int64 micro-units. rows/s = rows returned / wall seconds (median of N;
+the paths run round robin, each once per round, so a load change on the shared machine hits
+them alike); client CPU = this process's CPU seconds over all its threads (median).
 Also reported: the cost of one ADBC connect (median of 5), which a product ADBC path would
 have had to save with a connection pool of its own.
 
@@ -96,22 +98,33 @@ def run_load(rows: int = 1_000_000, repeat: int = 3, keep: bool = False) -> dict
                   "requirements-dev.txt)", flush=True)
         out["load_average"] = os.getloadavg()
         for read, group_by in (("raw", None), ("aggregate", AGG_KEYS)):
+            # round robin (every path once per round): a load change on the shared machine
+            # hits every path alike instead of whichever path happened to run then
+            times: dict[str, list[float]] = {path: [] for path in readers}
+            cpu: dict[str, list[float]] = {path: [] for path in readers}
+            heights: dict[str, int] = {}
             ref = None
+            for _ in range(repeat):
+                for path in readers:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    frame = readers[path](engine, group_by)
+                    times[path].append(time.perf_counter() - t0)
+                    cpu[path].append(time.process_time() - c0)  # every thread of this process
+                    if ref is None:
+                        ref = frame
+                    elif not frame.equals(ref):
+                        raise AssertionError(f"{path} {read}: frame differs from load_usage")
+                    heights[path] = frame.height
+                    del frame
             res = {}
             for path in readers:
-                times, frame = [], None
-                for _ in range(repeat):
-                    t0 = time.perf_counter()
-                    frame = readers[path](engine, group_by)
-                    times.append(time.perf_counter() - t0)
-                if ref is None:
-                    ref = frame
-                elif not frame.equals(ref):
-                    raise AssertionError(f"{path} {read}: frame differs from load_usage")
-                med = statistics.median(times)
-                res[path] = {"median_s": med, "rows": frame.height, "rows_per_s": frame.height / med}
-                print(f"  load {read:9s} {path:16s} {frame.height:>9,} rows {med:.3f} s "
-                      f"{frame.height / med:>12,.0f} rows/s", flush=True)
+                med, n = statistics.median(times[path]), heights[path]
+                cpu_med = statistics.median(cpu[path])
+                res[path] = {"median_s": med, "rows": n, "rows_per_s": n / med,
+                             "runs_s": times[path], "client_cpu_s": cpu_med}
+                print(f"  load {read:9s} {path:16s} {n:>9,} rows {med:.3f} s {n / med:>12,.0f} rows/s "
+                      f"client CPU {cpu_med:.2f} s (runs {', '.join(f'{t:.2f}' for t in times[path])})",
+                      flush=True)
             out["reads"][read] = res
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
