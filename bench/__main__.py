@@ -74,21 +74,26 @@ of the process are quoted where the shared machine's load made wall times swing 
   slice of a day-sorted frame and computing both periods' parts concurrently
   (`pl.collect_all` of two lazy group-bys) would take ~0.3 s CPU off; beyond that the slicing
   belongs in the database (`load_usage` with the two windows and the allocation grain).
-- *PostgreSQL -> Polars (target 1M rows/s).* `load_usage` now runs the same SELECT as `COPY
-  (...) TO STDOUT (FORMAT csv)` and parses it with `polars.read_csv`; measured by hand on 1M
-  raw rows: PostgreSQL producing the rows ~0.6-1.1 s (one backend; the seq scan alone is
-  0.25 s), psycopg's COPY iteration 0.86 us CPU per row (a libpq-level `get_copy_data` loop
-  measured 0.35 us/row; not adopted, it bypasses psycopg's COPY state handling), CSV parse 0.4
-  s, and the sort by the 10 key columns, 0.8-1.4 s CPU as a packed integer key (1.5-1.7 s as a
-  multi-column string sort; about equal in wall time at 1M rows, Polars' string sort uses both
-  cores). The remaining gap is the server's single backend plus the
-  client's parse and sort on the same 2 cores. To close it: have rows arrive in key order (a
-  heap clustered on the primary key, whose order equals Polars' under a C/C.UTF-8 collation:
-  the sort then costs one pass, as for the aggregate read, which PostgreSQL already returns
-  sorted), split the COPY by day range over 2 connections, or ADBC/Arrow binary transfer (a
-  new dependency). The aggregate read is bounded by PostgreSQL's GROUP BY over the 1M rows
-  (1.5 s idle, several seconds under load, whatever the client), and its rows/s counts only
-  the 190k output rows.
+- *PostgreSQL -> Polars (target 1M rows/s).* `load_usage` runs the psycopg-rendered SELECT
+  as `COPY (...) TO STDOUT (FORMAT csv)` and parses it with `polars.read_csv`. Measured by
+  hand on the 1M raw rows (18:36, load ~1.3): the server alone writes the COPY in ~0.66 s
+  (`COPY (...) TO '/dev/null'`, binary); `load_usage` raw is 1.40-1.48 s, client CPU
+  1.48-1.53 s, of which the sort by the 10 keys 0.37-0.41 s (0.8-1.07 s before this round's
+  `sort_by_keys` change). ADBC (binary COPY straight into Arrow) was measured against it and
+  is no way out: same wall time and client CPU at 18:36 (the driver decodes ~1 us/row on one
+  thread while the backend works on the other core; its fetch alone is 1.03-1.06 s); in the
+  loaded 18:46 run 7% (raw) / 15% (aggregate) less wall time by median, runs overlapping, same
+  client CPU on raw. Not adopted: an extra dependency, a second connection pool and error path
+  for no clear gain.
+  Two ADBC connections splitting the rows (by day parity) did not help either: 1.6-1.7 s in
+  all (two backends and two decoders on 2 cores), and would need an exported snapshot to
+  stay one consistent read. To reach 1M rows/s raw: rows arriving in key order (a heap
+  clustered on the primary key under a C collation: the sort becomes the one-pass check,
+  -0.4 s), or fewer bytes to parse (a one-org read need not carry `org`). The aggregate read
+  was PostgreSQL's GROUP BY of 1M rows into 190k groups as an external merge sort on disk at
+  the default `work_mem` of 4MB (1.9 s server time); aggregate reads now set `work_mem` 64MB
+  for their transaction: HashAggregate in 0.72 s, the whole read 0.87-0.91 s on a quiet
+  machine. The rest of that gap is the server's aggregate itself.
 - *Billing home warm rerun.* Met: a warm rerun reads the cached overview (`st.cache_data`)
   and renders; at 1M rollup rows that is 17-19 ms on a quiet machine and 99-101 ms in the
   loaded 17:58 run. The cold entry run (4.7 s open period) is the history load through
@@ -100,6 +105,13 @@ CHANGES = """\
 **Changes in this round** (issue #7 follow-up; before = the 16:49 suite run of the same day,
 after = this run; same data and machine, both under other engineers' load):
 
+- (after the 18:07 suite run; measured by `bench/load_compare.py`, see the table above)
+  `sort_by_keys` decodes the key columns from the sorted packed codes instead of gathering
+  them (1M rows 0.8-1.07 -> 0.37-0.41 s); aggregate reads set `work_mem` 64MB for their
+  transaction. `load_usage` (COPY CSV) 1M raw rows: 3.226 s (309,968 rows/s) -> 1.439 s
+  (695,003 rows/s); aggregate 2.796 s -> 0.875 s (67,800 -> 216,617 rows/s) (18:36 run). An
+  ADBC read path was added and removed again in this round: measured equal, not adopted
+  (see "PostgreSQL -> Polars"); the adbc pins are in requirements-dev.txt for the bench only.
 - `queries/usage.load_usage` on PostgreSQL: `COPY (same SELECT, parameters rendered by
   psycopg's `ClientCursor.mogrify`) TO STDOUT (FORMAT csv)` -> `polars.read_csv` instead of
   SQLAlchemy rows -> `pl.DataFrame(orient="row")`; identical frames on SQLite and PostgreSQL
@@ -258,13 +270,17 @@ def suite_section(overview: list[dict], load: dict, others: dict, quick: bool, w
     lines += ["", "### PostgreSQL -> Polars", "",
               f"{load['rows']:,} unique rollup rows in `usage_daily` of a fresh database "
               f"`bench_load` (filled by COPY in {load['fill_copy_s']:.1f} s, dropped afterwards). "
-              "Median of 3; each path's frame is checked equal to `load_usage`'s (exact Int64 "
-              "micro-units, same sort).", "",
-              "| read | path | rows | median s | rows/s |", "|---|---|---:|---:|---:|"]
+              "Median of 3, the paths run round robin; each path's frame is checked equal to "
+              "`load_usage`'s (exact Int64 micro-units, same sort). `load_usage` is the project's "
+              "path (COPY CSV parsed by Polars); `adbc` the bench's own ADBC read with the same "
+              "work_mem and sort, measured for comparison and not adopted (adbc-driver-postgresql, "
+              "requirements-dev.txt). Client CPU: the bench process, all threads.", "",
+              "| read | path | rows | median s | rows/s | client CPU s |", "|---|---|---:|---:|---:|---:|"]
     for read, res in load["reads"].items():
         for path, v in res.items():
+            cpu = f"{v['client_cpu_s']:.2f}" if "client_cpu_s" in v else "-"
             lines.append(f"| {read} | {path} | {v['rows']:,} | {v['median_s']:.3f} "
-                         f"| {v['rows_per_s']:,.0f} |")
+                         f"| {v['rows_per_s']:,.0f} | {cpu} |")
     if pages:
         lines += ["", "### Billing home warm rerun (AppTest)", "",
                   f"`{pages['cmd']}`: {pages['backend']}, the default demo plus synthetic rollups, "
