@@ -150,7 +150,11 @@ def _period_pipeline(usage: pl.DataFrame, org: str, card, period: str, as_of: da
 
 
 def _run_both(fn):
-    """(fn(0), fn(1)), the second on a worker thread while the first runs on this one."""
+    """(fn(0), fn(1)), the second on a worker thread while the first runs on this one.
+
+    Measured at 10M rows (2 cores, 2026-11-26): with a core free, first call 0.37-0.45 s vs
+    0.47-0.56 s one after the other; when other work holds the second core it costs ~5-10%.
+    """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="overview") as pool:
         second = pool.submit(fn, 1)
         first = fn(0)
