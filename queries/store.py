@@ -371,20 +371,7 @@ def _derive_from_frame(conn: sa.Connection, events: pl.DataFrame, run_id: int, n
              ts.min().alias("created_at"), ts.max().alias("last_used_at"))
         .sort("org", "api_key")
     )
-    ins = insert(api_keys)
-    k = api_keys.c
-    greatest, least = _greatest_least(conn)
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=["org", "api_key"],
-            set_={
-                "last_used_at": greatest(sa.func.coalesce(k.last_used_at, ins.excluded.last_used_at),
-                                         ins.excluded.last_used_at),
-                "created_at": least(k.created_at, ins.excluded.created_at),
-            },
-        ),
-        keys.to_dicts(),
-    )
+    conn.execute(_api_keys_upsert(conn, insert(api_keys)), keys.to_dicts())
     period_start = datetime(now.year, now.month, 1, tzinfo=UTC)
     late = (
         events.filter(ts < period_start)
@@ -442,6 +429,21 @@ def _copy_frame(conn: sa.Connection, table_name: str, frame: pl.DataFrame, on_pr
             copy.write(chunk.write_csv(include_header=False))
             if on_progress:
                 on_progress(chunk.height)
+
+
+def _api_keys_upsert(conn: sa.Connection, ins):
+    """An api_keys insert that, for a key already known, keeps the earliest created_at and the
+    latest last_used_at (first and last use across every batch)."""
+    k = api_keys.c
+    greatest, least = _greatest_least(conn)
+    return ins.on_conflict_do_update(
+        index_elements=["org", "api_key"],
+        set_={
+            "last_used_at": greatest(sa.func.coalesce(k.last_used_at, ins.excluded.last_used_at),
+                                     ins.excluded.last_used_at),
+            "created_at": least(k.created_at, ins.excluded.created_at),
+        },
+    )
 
 
 def _greatest_least(conn: sa.Connection):
@@ -532,18 +534,7 @@ def _upsert_orgs_projects_keys(conn: sa.Connection, run_id: int) -> None:
         ["org", "api_key", "project", "environment", "created_at", "last_used_at"],
         sa.select(r.org, r.api_key, r.project, r.environment, r.first_at, r.last_at).where(r.rn == 1),
     )
-    k = api_keys.c
-    greatest, least = _greatest_least(conn)
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=["org", "api_key"],
-            set_={
-                "last_used_at": greatest(sa.func.coalesce(k.last_used_at, ins.excluded.last_used_at),
-                                         ins.excluded.last_used_at),
-                "created_at": least(k.created_at, ins.excluded.created_at),
-            },
-        )
-    )
+    conn.execute(_api_keys_upsert(conn, ins))
 
 
 def _record_restatements(conn: sa.Connection, run_id: int, now: datetime) -> None:
