@@ -189,13 +189,9 @@ def main(argv=None) -> int:
 
 def run_pages(rollup_rows: int) -> dict | None:
     """bench_pages.py (Billing home only) on a fresh PostgreSQL demo topped up to rollup_rows."""
-    import sqlalchemy as sa
+    from queries.engine import drop_database, recreate_database
 
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PAGES_DB}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{PAGES_DB}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PAGES_DB
+    url = recreate_database(PG_ADMIN_URL, PAGES_DB)
     out = Path("/tmp/bench_suite/pages.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
@@ -215,9 +211,7 @@ def run_pages(rollup_rows: int) -> dict | None:
         res["cmd"] = " ".join(["bench/bench_pages.py", "<fresh PostgreSQL database>", *cmd[3:-2]])
         return res
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PAGES_DB}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(PG_ADMIN_URL, PAGES_DB)
 
 
 def run_others(quick: bool) -> dict:

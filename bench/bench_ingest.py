@@ -196,19 +196,15 @@ def _fresh_database(target: str) -> str:
         for suffix in ("", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
         return f"sqlite:///{db}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{PG_DB}"'))
-    admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_DB
+    from queries.engine import recreate_database
+
+    return recreate_database(PG_ADMIN_URL, PG_DB)
 
 
 def _drop_pg() -> None:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
-    admin.dispose()
+    from queries.engine import drop_database
+
+    drop_database(PG_ADMIN_URL, PG_DB)
 
 
 def _write_doc(results: list[dict], parse_results: list[dict], args) -> None:

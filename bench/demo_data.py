@@ -50,14 +50,11 @@ def _run(code: str, *args: str) -> dict:
 
 
 def _fresh_pg(url: str) -> None:
-    import sqlalchemy as sa
+    from sqlalchemy import make_url
 
-    base, name = url.rsplit("/", 1)
-    admin = sa.create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    from queries.engine import recreate_database
+
+    recreate_database(make_url(url).set(database="postgres"), make_url(url).database)
 
 
 def main() -> None:

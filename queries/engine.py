@@ -72,6 +72,31 @@ def database_url(explicit: str | None = None, *, purpose: str = "write") -> str:
     return f"sqlite:///{DEFAULT_SQLITE_PATH}"
 
 
+def recreate_database(admin_url: str | sa.URL, name: str) -> str:
+    """Drop (closing its connections) and create the PostgreSQL database ``name`` on the server of
+    ``admin_url``; returns its URL (password kept). For tests, benchmarks and demos."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    q = admin.dialect.identifier_preparer.quote
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {q(name)} WITH (FORCE)")
+            conn.exec_driver_sql(f"CREATE DATABASE {q(name)}")
+    finally:
+        admin.dispose()
+    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str | sa.URL, name: str) -> None:
+    """Drop the PostgreSQL database ``name`` (closing its connections) if it exists."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    q = admin.dialect.identifier_preparer.quote
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {q(name)} WITH (FORCE)")
+    finally:
+        admin.dispose()
+
+
 def safe_url(url: str | sa.URL) -> str:
     """The URL for messages: password replaced by ``***``."""
     try:

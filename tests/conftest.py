@@ -17,7 +17,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from queries.engine import make_engine, upgrade  # noqa: E402
+from queries.engine import make_engine, recreate_database, upgrade  # noqa: E402
 from queries.schema import metadata  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("METERING_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -36,11 +36,7 @@ def _pg_url() -> str:
 def pg_engine():
     url = _pg_url()
     if not os.environ.get("METERING_TEST_PG_URL"):
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{PG_DB}"'))
-        admin.dispose()
+        recreate_database(PG_ADMIN_URL, PG_DB)
     engine = make_engine(url)
     upgrade(engine)
     yield engine
@@ -99,13 +95,7 @@ def demo_sqlite_url(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def demo_pg_url() -> str:
     """The same small demo in its own PostgreSQL database."""
-    name = PG_DB + "_demo"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return _demo_db(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    return _demo_db(recreate_database(PG_ADMIN_URL, PG_DB + "_demo"))
 
 
 @pytest.fixture(scope="session")

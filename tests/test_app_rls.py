@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from metering.cli import main as cli_main
 from metering.periods import shift_period
 from queries.access import grant
-from queries.engine import make_engine
+from queries.engine import drop_database, make_engine, recreate_database
 from queries.roles import drop_roles, setup_roles
 from tests.conftest import PG_ADMIN_URL, ROOT
 from tests.test_access_app import AUTH_SECRETS, ORG_A, ORG_B, _clear_caches, _rendered
@@ -31,10 +31,7 @@ def rls_app_db():
     """A small PostgreSQL demo, RLS on, one reader and one writer login (all dropped afterwards)."""
     sfx = uuid.uuid4().hex[:8]
     name = f"metering_rls_app_{sfx}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    owner_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    owner_url = recreate_database(PG_ADMIN_URL, name)
     assert cli_main(["--database-url", owner_url, "init-db"]) == 0
     demo = ["demo", "--days", "70", "--events", "15000", "--seed", "5"]
     assert cli_main(["--database-url", owner_url, *demo]) == 0
@@ -48,12 +45,10 @@ def rls_app_db():
     yield owner_url, as_login[roles[2]], as_login[roles[3]]
     owner.dispose()
     _clear_caches()  # pooled connections of the app's engines
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    drop_database(PG_ADMIN_URL, name)
     cluster = make_engine(PG_ADMIN_URL)  # roles are cluster-wide: drop them from any database
     drop_roles(cluster, roles)
     cluster.dispose()
-    admin.dispose()
 
 
 @pytest.fixture

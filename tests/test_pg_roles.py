@@ -18,7 +18,13 @@ from metering.budgets import create_budget, delete_budget, list_budgets, update_
 from metering.cli import main
 from metering.ingest import ingest_frame
 from queries.access import grant, list_memberships
-from queries.engine import DatabasePermissionDenied, make_engine, scoped_engine
+from queries.engine import (
+    DatabasePermissionDenied,
+    drop_database,
+    make_engine,
+    recreate_database,
+    scoped_engine,
+)
 from queries.filters import known_orgs
 from queries.roles import RoleSetupError, drop_roles, org_tables, rls_state, setup_roles
 from queries.schema import budgets, metadata, usage_daily
@@ -293,19 +299,14 @@ def test_setup_refuses_bad_names_and_missing_schema(pg_engine, tmp_path):
     with pytest.raises(RoleSetupError, match="must differ"):
         setup_roles(pg_engine, reader="same_role", writer="same_role")
     empty = f"{pg_engine.url.database}_empty"
-    admin = sa.create_engine(pg_engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{empty}"')
-    bare = make_engine(pg_engine.url.set(database=empty).render_as_string(hide_password=False))
+    admin_url = pg_engine.url.set(database="postgres")
+    bare = make_engine(recreate_database(admin_url, empty))
     try:
         with pytest.raises(RoleSetupError, match="init-db"):
             setup_roles(bare, reader="mt_never_made", writer="mt_never_made_w")
     finally:
         bare.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)')
-        admin.dispose()
+        drop_database(admin_url, empty)
     with pg_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mt_never_made%'")
                             ).scalar_one() == 0
