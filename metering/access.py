@@ -13,7 +13,7 @@ This module never imports streamlit: the app and the CLI share it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -113,6 +113,18 @@ class Principal:
         role = self.platform_role()
         if role is None or role < at_least:
             raise AccessDenied(f"{self.user_id} needs the platform {at_least.label} role ('*' membership)")
+
+    def orgs_with(self, at_least: Role, known: Collection[str]) -> list[str]:
+        """Concrete orgs among ``known`` where the principal has at least ``at_least``."""
+        scope = self.scope(at_least)
+        return sorted(known) if scope is None else sorted(o for o in known if o in scope)
+
+    def admin_orgs(self, known: Collection[str]) -> list[str]:
+        """Orgs whose memberships the principal may list and change: ``known`` resolves "every org";
+        ``"*"`` is added for platform admins (platform memberships)."""
+        scope = self.scope(Role.ADMIN)
+        orgs = sorted(known) if scope is None else sorted(scope)
+        return [*orgs, PLATFORM] if self.platform_role() == Role.ADMIN else orgs
 
     def scope(self, at_least: Role = Role.VIEWER) -> frozenset[str] | None:
         """Orgs where the principal has at least ``at_least``; None = every org."""

@@ -102,10 +102,7 @@ def _admin_orgs(engine: sa.Engine, args) -> set[str]:
     """Orgs whose memberships the caller may list and change ('*' included for platform admins)."""
     from queries.access import membership_orgs
 
-    scope = scope_of(args, Role.ADMIN)
-    if scope is None:
-        return set(membership_orgs(engine)) | {PLATFORM}
-    return set(scope)
+    return set(principal_of(args).admin_orgs(membership_orgs(engine)))
 
 
 def _require_admin_of(args, org: str) -> None:

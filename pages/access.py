@@ -7,7 +7,7 @@ from metering.access import PLATFORM, ROLE_NAMES
 from queries.access import grant, list_memberships, revoke
 from queries.usage import UnscopedQuery
 from ui import data
-from ui.auth import admin_orgs, clear_memberships_cache, principal
+from ui.auth import clear_memberships_cache, principal
 from ui.fmt import md
 from ui.nav import can_administer
 from ui.state import current_filters
@@ -18,7 +18,7 @@ if not can_administer(me, f.org):  # the page is not in the menu then; a direct 
     st.error(f"No access: managing memberships needs the admin role in {f.org}.", icon=":material/block:")
     st.stop()
 
-orgs = admin_orgs(me, data.visible_orgs(me.scope()))
+orgs = me.admin_orgs(data.visible_orgs(me.scope()))
 eng = data.writer(orgs)
 st.title("Access")
 st.caption("Memberships in the organizations you administer: "

@@ -13,7 +13,7 @@ from metering.budgets import (
     update_budget,
 )
 from ui import charts, data
-from ui.auth import orgs_with, principal
+from ui.auth import principal
 from ui.fmt import md, usd
 from ui.state import current_filters, today
 
@@ -21,7 +21,7 @@ from ui.state import current_filters, today
 def _budget_editor(evals) -> None:
     """Create / edit / delete budgets: writes scoped to the orgs where the user has finance+."""
     opts = data.org_options(f.org)
-    writable = orgs_with(principal(), Role.FINANCE, data.visible_orgs(principal().scope()))
+    writable = principal().orgs_with(Role.FINANCE, data.visible_orgs(principal().scope()))
     with st.expander("Create or edit a budget", expanded=not evals):
         with st.form("budget_form", clear_on_submit=False):
             scope = st.selectbox("Scope", ["org", "project", "api_key"], key="b_scope")
@@ -47,7 +47,7 @@ def _budget_editor(evals) -> None:
                     st.success("Budget saved.")
                 except BudgetError as exc:
                     st.error(f"Not saved: {md(exc)}")
-        budgets = list_budgets(data.reader([f.org]), [f.org], f.org)
+        budgets = [ev.budget for ev in evals]
         if budgets:
             victim = st.selectbox("Delete a budget", [b.id for b in budgets], key="b_delete",
                                   format_func=lambda i: next(f"{b.scope} {b.scope_value} · {usd(b.amount_cents)}"

@@ -92,3 +92,18 @@ def test_membership_queries_are_scoped(engine):
     assert revoke(engine, ["acme"], "a@x.io", "acme") is True
     assert revoke(engine, ["acme"], "a@x.io", "acme") is False
     assert memberships_of(engine, "a@x.io") == {}
+
+
+def test_concrete_org_lists_for_edits_and_admin_pages():
+    roles = {"acme": "finance", "beta": "viewer", "gamma": "admin"}
+    p = principal_from_memberships("f@x", "", "proxy", roles)
+    known = ["acme", "beta", "delta", "gamma"]
+    assert p.orgs_with(Role.FINANCE, known) == ["acme", "gamma"]
+    assert p.admin_orgs(known) == ["gamma"]
+    root = principal_from_memberships("root", "", "oidc", {PLATFORM: "admin"})
+    assert root.orgs_with(Role.FINANCE, known) == known
+    assert root.admin_orgs(known) == [*known, PLATFORM]
+    platform_finance = principal_from_memberships("pf", "", "oidc", {PLATFORM: "finance", "beta": "admin"})
+    assert platform_finance.orgs_with(Role.FINANCE, known) == known
+    assert platform_finance.admin_orgs(known) == ["beta"]  # no '*': platform role below admin
+    assert LOCAL_USER.admin_orgs(["b", "a"]) == ["a", "b", PLATFORM]

@@ -23,9 +23,7 @@ import streamlit as st
 
 from metering.access import (
     LOCAL_USER,
-    PLATFORM,
     Principal,
-    Role,
     check_user_id,
     principal_from_memberships,
 )
@@ -185,16 +183,3 @@ def principal() -> Principal:
     return p
 
 
-def admin_orgs(p: Principal, known: list[str]) -> list[str]:
-    """Concrete orgs ``p`` administers (plus '*' for platform admins), for queries.access."""
-    scope = p.scope(Role.ADMIN)
-    orgs = list(known) if scope is None else sorted(scope)
-    if p.platform_role() == Role.ADMIN:
-        orgs.append(PLATFORM)
-    return orgs
-
-
-def orgs_with(p: Principal, role: Role, known: list[str]) -> list[str]:
-    """Concrete orgs where ``p`` has at least ``role`` (None scope resolved to the known orgs)."""
-    scope = p.scope(role)
-    return list(known) if scope is None else [o for o in known if o in scope]
