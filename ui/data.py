@@ -41,6 +41,7 @@ import polars as pl
 import streamlit as st
 
 from metering.access import AccessDenied, Principal, Role
+from metering.domain import DAY
 from metering.forecast import BACKTEST_PERIODS
 from metering.overview import BillingOverview, billing_overview
 from metering.periods import period_bounds, shift_period
@@ -137,9 +138,8 @@ def org_usage(org: str, start: date, end: date) -> pl.DataFrame:
 def overview(org: str, period: str, compare_period: str, today: date) -> BillingOverview:
     end = period_bounds(period)[1]
     usage = org_usage(org, history_start(period, compare_period), end)
-    card = card_for_period(engine(), period)
-    prev_card = card_for_period(engine(), compare_period)
-    return billing_overview(usage, card, org, period, compare_period, today, previous_card=prev_card)
+    return billing_overview(usage, rate_card(period), org, period, compare_period, today,
+                            previous_card=rate_card(compare_period))
 
 
 @st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
@@ -246,7 +246,9 @@ def keys_model(org: str, period: str, compare_period: str, today: date,
     from ui.models import build_keys
 
     ov = overview(org, period, compare_period, today)
-    history = org_usage(org, history_start(period, compare_period), ov.invoice.usage_through)
+    # the overview's cached history (same key), cut at the invoice's as-of day
+    history = org_usage(org, history_start(period, compare_period), period_bounds(period)[1]).filter(
+        pl.col(DAY) <= ov.invoice.usage_through)
     return build_keys(ov, api_keys(org), history, projects, environments, workloads)
 
 
