@@ -22,11 +22,10 @@ from math import lcm
 import numpy as np
 import polars as pl
 
-from metering.domain import DAY, DIMENSIONS, ENVIRONMENT, METER, QUANTITY_MICROS, QUANTITY_SCALE
+from metering.domain import AMOUNT_CENTS, DAY, DIMENSIONS, ENVIRONMENT, METER, QUANTITY_MICROS, QUANTITY_SCALE
 from metering.invoice import MINIMUM_COMMIT_PART, TRUE_UP, Invoice, eligible_usage
-from queries.usage import _pack_keys, sort_by_keys
+from queries.usage import pack_keys, sort_by_keys
 
-AMOUNT_CENTS = "amount_cents"
 RATE_QUANTUM = Decimal("0.000001")  # effective unit rates are shown to a millionth of the currency
 _LINE = [METER, ENVIRONMENT]
 
@@ -95,12 +94,12 @@ def _grouped_parts(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Quantity per part (one row per distinct ``keys``), sorted by ``keys`` (nulls last).
 
     The rollup's keys have few distinct values, so they usually pack into one order-preserving
-    UInt64 (``queries.usage.key_codes``): a group-by and a sort on that integer replace a
+    UInt64 (``queries.usage.pack_keys``): a group-by and a sort on that integer replace a
     group-by and a sort on several string columns. The key columns of the result are decoded
     from the sorted codes (each key's rank looked up in its few distinct values) rather than
     carried through the group-by as ``first()`` of every key (a gather per column per group).
     """
-    packed = _pack_keys(rows, keys) if rows.height else None
+    packed = pack_keys(rows, keys) if rows.height else None
     if packed is None:
         grouped = rows.group_by(keys).agg(pl.col(QUANTITY_MICROS).sum())
         return sort_by_keys(grouped, keys, nulls_last=True)

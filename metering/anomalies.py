@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from metering.domain import API_KEY, DAY, DIMENSIONS, METER, METERS, PROJECT, WORKLOAD
+from metering.domain import AMOUNT_CENTS, API_KEY, DAY, DIMENSIONS, METER, METERS, PROJECT, WORKLOAD
 
-AMOUNT_CENTS = "amount_cents"
 LANE_DIMENSIONS = (API_KEY, WORKLOAD, PROJECT)
 MAD_TO_SIGMA = 1.4826
 

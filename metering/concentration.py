@@ -14,9 +14,8 @@ from fractions import Fraction
 
 import polars as pl
 
-from metering.domain import DIMENSIONS, METER, METERS, WORKLOAD
+from metering.domain import AMOUNT_CENTS, DIMENSIONS, METER, METERS, WORKLOAD
 
-AMOUNT_CENTS = "amount_cents"
 SHARE = "share"
 CUMULATIVE_SHARE = "cumulative_share"
 RANK = "rank"

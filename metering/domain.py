@@ -58,6 +58,7 @@ RETRY = "retry"
 ELIGIBLE = "eligible"
 QUANTITY_MICROS = "quantity_micros"
 EVENTS = "events"
+AMOUNT_CENTS = "amount_cents"  # allocated money per part, integer cents
 
 USAGE_SCHEMA: dict[str, pl.DataType] = {
     DAY: pl.Date(),

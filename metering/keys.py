@@ -16,6 +16,7 @@ from fractions import Fraction
 import polars as pl
 
 from metering.domain import (
+    AMOUNT_CENTS,
     API_KEY,
     CHANNEL,
     CHANNELS,
@@ -34,7 +35,6 @@ from metering.domain import (
 )
 from metering.money import format_usd
 
-AMOUNT_CENTS = "amount_cents"
 PERIOD = "period"
 
 OUTSIDE_ENVIRONMENT = "outside_environment"

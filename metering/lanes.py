@@ -18,10 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from metering.domain import DAY, DIMENSIONS, METER, QUANTITY_MICROS
+from metering.domain import AMOUNT_CENTS, DAY, DIMENSIONS, METER, QUANTITY_MICROS
 from metering.periods import days_in_period, period_bounds, period_of, shift_period
-
-AMOUNT_CENTS = "amount_cents"
 
 NEW = "new"
 ENDED = "ended"

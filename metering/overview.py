@@ -22,6 +22,7 @@ import polars as pl
 
 from metering.allocate import allocate_invoice
 from metering.domain import (
+    AMOUNT_CENTS,
     API_KEY,
     DAY,
     ENVIRONMENT,
@@ -35,7 +36,6 @@ from metering.domain import (
 from metering.invoice import Invoice, build_invoice, usage_through
 from metering.periods import days_in_period, period_bounds, period_of
 
-AMOUNT_CENTS = "amount_cents"
 ALLOCATION_DIMENSIONS = (PROJECT, ENVIRONMENT, API_KEY, WORKLOAD, DAY)
 SLICE_COLUMNS = (PROJECT, ENVIRONMENT, WORKLOAD, API_KEY)
 
@@ -207,8 +207,6 @@ def heavy_work_share(parts: pl.DataFrame) -> tuple[int, int]:
     return heavy, total
 
 
-def slice_usage(usage: pl.DataFrame, filters: Mapping[str, Sequence[str]] | None) -> pl.DataFrame:
-    return slice_frame(usage, filters)
 
 
 def _midnight(d: date) -> datetime:

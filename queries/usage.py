@@ -201,7 +201,7 @@ def _coerce(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
 def sort_by_keys(df: pl.DataFrame, keys: Sequence[str], *, nulls_last: bool = False) -> pl.DataFrame:
     """``df.sort(keys, nulls_last=nulls_last)``, faster for keys of small cardinality (the rollup's).
 
-    One integer sort of ``key_codes`` replaces a multi-column sort over strings; falls back to
+    One integer sort of ``pack_keys``' codes replaces a multi-column sort over strings; falls back to
     ``df.sort`` when there are no codes (nulls, other dtypes, more than 64 bits). Same result.
     The key columns of the result are decoded from the sorted codes (each key's rank looked up
     in its few distinct values) instead of gathered row by row: a gather of 1M strings is random
@@ -209,7 +209,7 @@ def sort_by_keys(df: pl.DataFrame, keys: Sequence[str], *, nulls_last: bool = Fa
     """
     if df.height < 2 or not keys:
         return df
-    packed = _pack_keys(df, keys)
+    packed = pack_keys(df, keys)
     if packed is None:
         return df.sort(keys, nulls_last=nulls_last)
     codes, widths, decoders = packed
@@ -230,21 +230,15 @@ def sort_by_keys(df: pl.DataFrame, keys: Sequence[str], *, nulls_last: bool = Fa
     return pl.DataFrame([columns[c] for c in df.columns])
 
 
-def key_codes(df: pl.DataFrame, keys: Sequence[str]) -> np.ndarray | None:
-    """One UInt64 per row that orders rows exactly as ``df.sort(keys)`` does (equal keys, equal
-    codes), or None when the keys do not fit.
+def pack_keys(df: pl.DataFrame, keys: Sequence[str]):
+    """(codes, bit widths, decoders: ranks -> the key's values), or None when the keys do not fit.
 
-    Each key becomes its dense rank in Polars' own order (strings: the categorical code mapped to
-    the rank of its string among the column's distinct values; dates and integers: offset from
-    the minimum; booleans: 0/1) and the ranks are packed, first key in the highest bits. None
-    when a key has nulls or another dtype, or the ranks need more than 64 bits.
+    The codes are one UInt64 per row that orders rows exactly as ``df.sort(keys)`` does (equal
+    keys, equal codes). Each key becomes its dense rank in Polars' own order (strings: the
+    categorical code mapped to the rank of its string among the column's distinct values; dates
+    and integers: offset from the minimum; booleans: 0/1) and the ranks are packed, first key in
+    the highest bits. None when a key has nulls or another dtype, or the ranks need more than 64 bits.
     """
-    packed = _pack_keys(df, keys)
-    return None if packed is None else packed[0]
-
-
-def _pack_keys(df: pl.DataFrame, keys: Sequence[str]):
-    """(codes, bit widths, decoders: ranks -> the key's values) for ``key_codes``, or None."""
     codes: list[np.ndarray] = []
     widths: list[int] = []
     decoders: list = []

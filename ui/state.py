@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -197,18 +196,6 @@ def _seed(key: str, options: list[str], default: str) -> None:
         return
     raw = st.query_params.get(key)
     st.session_state[key] = raw if raw in options else default
-
-
-def share_query(filters: Filters, **page_params) -> str:
-    """The full query string of this view, defaults included, so the link never drifts."""
-    params = []
-    for k, v in filters.as_dict().items():
-        for item in v if isinstance(v, list) else [v]:
-            params.append((k, item))
-    for k, v in page_params.items():
-        if v is not None:
-            params.append((k, str(v)))
-    return urlencode(params)
 
 
 def current_filters() -> Filters:
