@@ -29,7 +29,7 @@ from metering.budgets import (
     update_budget,
 )
 from metering.money import format_usd, json_money
-from metering.periods import period_bounds, period_of, shift_period
+from metering.periods import period_of
 
 EXIT_OK = 0
 EXIT_CROSSED = 1
@@ -39,19 +39,18 @@ EXIT_USAGE = 2
 def evaluate_alerts(engine: sa.Engine, orgs: Collection[str], as_of: datetime | date,
                     org: str | None = None) -> list[BudgetEvaluation]:
     """Every budget of the visible orgs (or of ``org``) evaluated for the period containing as_of."""
-    from metering.forecast import BACKTEST_PERIODS, project_invoice
+    from metering.forecast import history_start, project_invoice
     from metering.pricing import card_for_period
     from queries.usage import load_usage
 
     as_day = as_of.astimezone(UTC).date() if isinstance(as_of, datetime) else as_of
     period = period_of(as_day)
     card = card_for_period(engine, period)
-    history_start, _ = period_bounds(shift_period(period, -BACKTEST_PERIODS))
     budgets = list_budgets(engine, orgs, org)
     out: list[BudgetEvaluation] = []
     for one_org in sorted({b.org for b in budgets}):
         mine = [b for b in budgets if b.org == one_org]
-        usage = load_usage(engine, [one_org], history_start, as_day)
+        usage = load_usage(engine, [one_org], history_start(period), as_day)
         projection = project_invoice(usage, card, one_org, period, as_day)
         spend_by_dim: dict[str, dict] = {}
         for b in mine:

@@ -250,15 +250,23 @@ def residual_band(bt: pl.DataFrame, cut_day: int, coverage: float = INTERVAL) ->
     return max(float(lo), 0.0), max(float(hi), float(lo), 0.0)
 
 
+def history_start(period: str, backtest_periods: int = BACKTEST_PERIODS) -> date:
+    """First day of the history a projection of ``period`` reads: its ``backtest_periods`` closed
+    periods and the one before them (training data for the earliest backtest cut). Every caller
+    (app, invoice JSON, alerts) gets the same projection whatever longer history it holds."""
+    return period_bounds(shift_period(period, -backtest_periods - 1))[0]
+
+
 def project_invoice(usage_history: pl.DataFrame, card, org: str, period: str, as_of: date | datetime,
                     *, backtest_periods: int = BACKTEST_PERIODS, pricer: Pricer | None = None) -> Projection:
     """Month-to-date invoice plus the projection of ``period`` to its end, as of ``as_of``.
 
     ``usage_history``: the usage frame of ``org`` (earlier periods included, for the backtest);
-    rows after ``as_of``'s UTC date are ignored. Each (meter, environment) uses the method that won
-    its backtest on the last ``backtest_periods`` closed periods (run-rate unless another beats
-    it); the interval comes from the backtest residuals at the same day of month. ``card`` prices
-    every period of the backtest (a later card change is not replayed).
+    only rows from ``history_start(period)`` through ``as_of``'s UTC date are read. Each (meter,
+    environment) uses the method that won its backtest on the last ``backtest_periods`` closed
+    periods (run-rate unless another beats it); the interval comes from the backtest residuals
+    at the same day of month. ``card`` prices every period of the backtest (a later card change
+    is not replayed).
     """
     price = pricer or _default_pricer()
     as_day = _as_date(as_of)
@@ -267,7 +275,8 @@ def project_invoice(usage_history: pl.DataFrame, card, org: str, period: str, as
         raise ValueError(f"as_of {as_day.isoformat()} is not inside period {period}")
     if ORG in usage_history.columns:
         usage_history = usage_history.filter(pl.col(ORG) == org)
-    usage_history = usage_history.filter(pl.col(DAY) <= as_day)
+    first_day = history_start(period, backtest_periods)
+    usage_history = usage_history.filter(pl.col(DAY).is_between(first_day, as_day))
     daily = daily_quantities(usage_history, end=as_day)
     n_days = days_in_period(period)
     elapsed = (as_day - p_start).days + 1

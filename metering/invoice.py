@@ -287,8 +287,7 @@ def invoice_document(
 
 def _projection(engine, org: str, period: str, inv: Invoice, card, as_of: datetime | None):
     """The forecast to period end (metering.forecast) for an open period or an --as-of preview."""
-    from metering.forecast import BACKTEST_PERIODS, project_invoice, projection_json
-    from metering.periods import shift_period
+    from metering.forecast import history_start, project_invoice, projection_json
     from queries.usage import load_usage
 
     start, end = period_bounds(period)
@@ -298,8 +297,7 @@ def _projection(engine, org: str, period: str, inv: Invoice, card, as_of: dateti
     through = inv.usage_through if as_of is not None else min(today, end)
     if through >= end and as_of is not None and through < today:
         return None  # as-of on or after the last day of a closed period: nothing left to project
-    history_start, _ = period_bounds(shift_period(period, -BACKTEST_PERIODS - 1))
-    history = load_usage(engine, [org], history_start, through)
+    history = load_usage(engine, [org], history_start(period), through)
     return projection_json(project_invoice(history, card, org, period, through))
 
 

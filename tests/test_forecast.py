@@ -297,3 +297,18 @@ def test_price_quantities_is_the_seam():
     for q in (Decimal(1999), Decimal(2000), Decimal("2000.5"), Decimal(5000)):
         inv = price_quantities({("lookup", "production"): q}, CARD, "acme")
         assert inv.total_cents == int((_oracle(q, LOOKUP_TIERS) * 100).to_integral_value())
+
+
+def test_projection_reads_only_its_own_history_window():
+    """Rows before history_start(period) (here: wild values a year earlier) change nothing, so every
+    caller gets the same projection whatever longer history it passes."""
+    from metering.forecast import history_start
+
+    assert history_start("2026-03") == date(2025, 8, 1)
+    recent = [(d, 100.0 + (d.toordinal() % 7) * 10) for d in _days(date(2025, 8, 1), date(2026, 3, 12))]
+    older = [(d, 5000.0 * (d.day % 3)) for d in _days(date(2025, 1, 1), date(2025, 7, 31))]
+    cut = date(2026, 3, 12)
+    trimmed = project_invoice(_usage({("lookup", "production"): recent}), CARD, "acme", "2026-03", cut)
+    longer = project_invoice(_usage({("lookup", "production"): older + recent}), CARD, "acme", "2026-03", cut)
+    assert longer.total_cents == trimmed.total_cents
+    assert longer.series == trimmed.series and longer.backtest == trimmed.backtest

@@ -42,9 +42,9 @@ import streamlit as st
 
 from metering.access import AccessDenied, Principal, Role
 from metering.domain import DAY
-from metering.forecast import BACKTEST_PERIODS
+from metering.forecast import history_start as projection_history_start
 from metering.overview import BillingOverview, billing_overview
-from metering.periods import period_bounds, shift_period
+from metering.periods import period_bounds
 from metering.pricing import card_for_period
 from queries.engine import database_url, make_engine, scoped_engine
 from queries.filters import known_orgs, org_dimension_values
@@ -124,7 +124,7 @@ def org_options(org: str) -> dict:
 
 def history_start(period: str, compare_period: str) -> date:
     """First day the overview needs: the comparison period or the forecast's backtest window."""
-    return min(period_bounds(compare_period)[0], period_bounds(shift_period(period, -BACKTEST_PERIODS - 1))[0])
+    return min(period_bounds(compare_period)[0], projection_history_start(period))
 
 
 @_org_scoped
