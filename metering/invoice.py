@@ -243,10 +243,18 @@ def invoice_document(
     breakdowns (project, environment, api_key, workload, day), funnel, warnings, projection.
     Raises BadPeriod, UnknownOrg, BadAsOf.
     """
+    card, usage, inv = _prepare(engine, org, period, as_of, orgs)
+    projection = _projection(engine, org, period, inv, card, as_of)
+    return document_from(org, period, as_of, card, usage, inv, projection)
+
+
+def document_from(org: str, period: str, as_of: datetime | None, card, usage: pl.DataFrame,
+                  inv: Invoice, projection: dict | None) -> dict:
+    """The invoice document from what a caller already holds (the app's overview: its card, the
+    period's usage of the org through the as-of day, the invoice and ``projection_json``)."""
     from metering.allocate import allocate_invoice
     from metering.funnel import billable_funnel
 
-    card, usage, inv = _prepare(engine, org, period, as_of, orgs)
     breakdowns = {
         dim: _breakdown_parts(allocate_invoice(usage, inv, card, [dim]), dim)
         for dim in BREAKDOWN_DIMENSIONS
@@ -281,7 +289,7 @@ def invoice_document(
         "breakdowns": breakdowns,
         "funnel": [_funnel_dict(r) for r in funnel.iter_rows(named=True)],
         "warnings": warnings,
-        "projection": _projection(engine, org, period, inv, card, as_of),
+        "projection": projection,
     }
 
 

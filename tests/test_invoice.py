@@ -231,3 +231,35 @@ def test_invoice_document_errors(engine):
     doc = invoice_document(engine, "no-usage-yet", MARCH)
     assert doc["lines"] == [] and doc["total"] == 0
     assert doc["warnings"] == ["no rate card is effective for 2026-03: every line is unpriced"]
+
+
+@pytest.mark.parametrize("demo", ["demo_sqlite_url", "demo_pg_url"])
+@pytest.mark.parametrize("closed", [False, True])
+def test_document_from_the_overview_equals_the_stored_document(request, demo, demo_period, closed):
+    """The app builds the invoice page's document from its overview (no second load, pricing or
+    projection); it must equal the CLI's document read from the store, projection included."""
+    from datetime import UTC, datetime
+
+    from metering.forecast import history_start, projection_json
+    from metering.invoice import document_from
+    from metering.overview import billing_overview
+    from metering.periods import period_bounds, shift_period, utcnow
+    from metering.pricing import card_for_period
+    from queries.engine import make_engine
+    from queries.usage import load_usage
+
+    eng = make_engine(request.getfixturevalue(demo))
+    period = shift_period(demo_period, -1) if closed else demo_period
+    compare, today = shift_period(period, -1), utcnow().date()
+    for org in ("acme-insurance", "delta-payroll"):
+        usage = load_usage(eng, [org], min(period_bounds(compare)[0], history_start(period)),
+                           period_bounds(period)[1])
+        card = card_for_period(eng, period)
+        ov = billing_overview(usage, card, org, period, compare, today,
+                              previous_card=card_for_period(eng, compare))
+        as_of = datetime.combine(ov.as_of, datetime.min.time(), tzinfo=UTC) if ov.is_open else None
+        stored = invoice_document(eng, org, period, as_of, orgs=[org])
+        assert (stored["projection"] is None) == closed
+        assert document_from(org, period, as_of, card, ov.usage, ov.invoice,
+                             projection_json(ov.projection) if ov.projection else None) == stored
+    eng.dispose()

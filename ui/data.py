@@ -225,9 +225,18 @@ def lanes_model(org: str, period: str, compare_period: str, today: date, dim: st
 def invoice_model(org: str, period: str, compare_period: str, today: date):
     """The invoice page: document, tables, CSV and JSON downloads (the document's as-of follows
     the overview: month to date for the open period, none for a closed one)."""
+    from datetime import datetime
+
+    from metering.forecast import projection_json
+    from metering.invoice import document_from
     from ui.models import build_invoice, invoice_as_of
 
-    return build_invoice(invoice_document(org, period, invoice_as_of(overview(org, period, compare_period, today))))
+    # the overview already holds the card, the period's usage, the invoice and the projection
+    ov = overview(org, period, compare_period, today)
+    as_of = invoice_as_of(ov)
+    doc = document_from(org, period, datetime.fromisoformat(as_of) if as_of else None, rate_card(period),
+                        ov.usage, ov.invoice, projection_json(ov.projection) if ov.projection else None)
+    return build_invoice(doc)
 
 
 @_org_scoped
